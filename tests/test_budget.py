@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from wcse.budget import (
+    WC_ROUNDING,
+    Cost,
+    SampleBudget,
+    matched_wc_samples,
+    nominal_flops,
+    plan,
+    realised_cost,
+)
+from wcse.records import Sample
+
+GEMMA = {"wc_params": 9e9, "se_params": 27e9}
+GEMINI = {"wc_price": 0.30, "se_price": 10.50}  # Flash / Pro, USD per 1M output tokens
+
+
+def _sample(i: int, prompt_tokens: int, generated_tokens: int) -> Sample:
+    return Sample(
+        key=f"k{i}", model="m", dataset="d", problem_id="p", index=i, seed=0, params={}, prompt="q",
+        text="a", prompt_tokens=prompt_tokens, generated_tokens=generated_tokens, finish_reason="stop",
+        backend="toy", seconds=0.0,
+    )
+
+
+def test_default_rounding_is_nearest() -> None:
+    assert WC_ROUNDING == "nearest"
+
+
+@pytest.mark.parametrize(("se", "wc"), [(1, 3), (10, 30)])
+def test_gemma2_compute_matched(se: int, wc: int) -> None:
+    assert matched_wc_samples(se, mode="compute", **GEMMA) == wc
+
+
+def test_gemini_price_matched_and_scaled() -> None:
+    assert matched_wc_samples(1, mode="price", **GEMINI) == 35
+    assert matched_wc_samples(1, mode="price", **GEMINI, rounding="floor") == 35  # not 34.999... -> 34
+    assert matched_wc_samples(1, mode="price", **GEMINI, scale=0.15) == 5  # 5.25
+    assert matched_wc_samples(2, mode="price", **GEMINI) == 70
+
+
+def test_number_matched_is_equal() -> None:
+    for se in (1, 7, 30):
+        assert matched_wc_samples(se, mode="number", **GEMMA) == se
+
+
+def test_rounding_edge_cases() -> None:
+    ratio = {"wc_params": 1.0, "se_params": 2.94}
+    assert matched_wc_samples(10, mode="compute", **ratio) == 29  # 29.4
+    assert matched_wc_samples(10, mode="compute", **ratio, rounding="floor") == 29
+    assert matched_wc_samples(10, mode="compute", **ratio, rounding="ceil") == 30
+    half = {"wc_params": 2.0, "se_params": 5.0}
+    assert matched_wc_samples(1, mode="compute", **half) == 3  # 2.5: halves go up
+    assert matched_wc_samples(1, mode="compute", **half, rounding="floor") == 2
+    # A WC model bigger than the SE one: nearest and ceil still give one sample.
+    assert matched_wc_samples(1, mode="compute", wc_params=27e9, se_params=9e9) == 1
+    assert matched_wc_samples(1, mode="compute", wc_params=27e9, se_params=9e9, rounding="ceil") == 1
+
+
+def test_floor_never_exceeds_the_budget() -> None:
+    rng = random.Random(0)
+    for _ in range(500):
+        wc_params, se_params = rng.randint(1, 100) * 1e8, rng.randint(1, 100) * 1e8
+        se = rng.randint(1, 50)
+        if se * se_params < wc_params:
+            continue  # not even one WC sample fits: floor raises (tested below)
+        params = {"wc_params": wc_params, "se_params": se_params}
+        wc = matched_wc_samples(se, mode="compute", **params, rounding="floor")
+        assert wc * int(wc_params) <= se * int(se_params) < (wc + 1) * int(wc_params)
+
+
+def test_floor_refuses_a_budget_below_one_sample() -> None:
+    with pytest.raises(ValueError, match="less than one"):
+        matched_wc_samples(1, mode="compute", wc_params=27e9, se_params=9e9, rounding="floor")
+
+
+def test_plan_reports_nominal_and_realised_ratio() -> None:
+    budget = plan(1, mode="price", **GEMINI, scale=0.15)
+    assert budget == SampleBudget(
+        se_samples=1, wc_samples=5, mode="price", nominal_ratio=5.25, realised_ratio=5.0
+    )
+    assert plan(10, mode="compute", wc_params=1.0, se_params=2.94).realised_ratio == pytest.approx(2.9)
+    assert plan(3, mode="compute", **GEMMA).to_dict()["wc_samples"] == 9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "names"),
+    [
+        ({"se_samples": 1, "mode": "flops", **GEMMA}, "mode"),
+        ({"se_samples": 0, "mode": "compute", **GEMMA}, "se_samples"),
+        ({"se_samples": 2.0, "mode": "compute", **GEMMA}, "se_samples"),
+        ({"se_samples": 1, "mode": "compute", "wc_params": 0, "se_params": 27e9}, "wc_params"),
+        ({"se_samples": 1, "mode": "compute", "wc_params": 9e9, "se_params": -1.0}, "se_params"),
+        ({"se_samples": 1, "mode": "compute", "wc_params": 9e9}, "se_params"),
+        ({"se_samples": 1, "mode": "price", **GEMMA}, "wc_price"),
+        ({"se_samples": 1, "mode": "price", "wc_price": 0.3, "se_price": float("nan")}, "se_price"),
+        ({"se_samples": 1, "mode": "number", "scale": 0.0}, "scale"),
+        ({"se_samples": 1, "mode": "compute", **GEMMA, "rounding": "up"}, "rounding"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs: dict, names: str) -> None:
+    se = kwargs.pop("se_samples")
+    with pytest.raises(ValueError, match=names):
+        matched_wc_samples(se, **kwargs)
+
+
+def test_realised_cost_is_exact() -> None:
+    samples = [_sample(0, 100, 50), _sample(1, 100, 250)]
+    cost = realised_cost(samples, params=9e9, price_in_per_mtok=0.075, price_out_per_mtok=0.30)
+    assert cost == Cost(
+        samples=2,
+        prompt_tokens=200,
+        generated_tokens=300,
+        flops=2 * 9e9 * 500,
+        dollars=200 * 0.075 / 1e6 + 300 * 0.30 / 1e6,
+    )
+    assert cost.to_dict()["flops"] == 9e12
+    assert realised_cost(samples, params=9e9, price_out_per_mtok=0.30).dollars == 300 * 0.30 / 1e6
+    assert realised_cost(samples, params=9e9).dollars is None
+    assert realised_cost([], params=9e9) == Cost(0, 0, 0, 0.0, None)
+
+
+def test_realised_cost_errors() -> None:
+    with pytest.raises(ValueError, match="params"):
+        realised_cost([], params=0)
+    with pytest.raises(ValueError, match="price_out_per_mtok"):
+        realised_cost([], params=1e9, price_in_per_mtok=0.1)
+    with pytest.raises(ValueError, match="price_out_per_mtok"):
+        realised_cost([], params=1e9, price_out_per_mtok=-1.0)
+
+
+def test_nominal_flops_matches_at_the_matched_budget() -> None:
+    assert nominal_flops(7500, 1, 300.0, 27e9) == 7500 * 1 * 300 * 2 * 27e9
+    assert nominal_flops(7500, 30, 300.0, 9e9) == nominal_flops(7500, 10, 300.0, 27e9)

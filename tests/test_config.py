@@ -1,0 +1,115 @@
+"""Every config composes and validates against the schema; bad keys fail clearly."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from tests.conftest import CONF
+from wcse import budget
+from wcse.config import validate
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+GRID = list(itertools.product(options("model_pair"), options("dataset"), options("budget"), options("setup")))
+
+
+def test_groups_have_the_presets_the_paper_needs() -> None:
+    assert {"toy", "gemma2", "gemini", "qwen2.5"} <= set(options("model_pair"))
+    assert {"toy_arith", "math", "gsm8k", "mbpp", "humaneval", "functional_math"} <= set(options("dataset"))
+    assert {"low", "high", "number_matched", "price_matched"} <= set(options("budget"))
+    assert {"kd", "self_improve", "w2s"} <= set(options("setup"))
+
+
+@pytest.mark.parametrize("pair,dataset,budget_name,setup", GRID)
+def test_every_combination_composes_and_validates(compose_cfg, pair, dataset, budget_name, setup) -> None:
+    cfg = compose_cfg(f"model_pair={pair}", f"dataset={dataset}", f"budget={budget_name}", f"setup={setup}")
+    validate(cfg)
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    b = cfg.budget
+    if b.mode == "compute" and cfg.model_pair.wc.params is None:
+        pytest.skip("API pair: parameter counts unknown, compute matching does not apply")
+    if b.mode == "price" and cfg.model_pair.wc.price_out_per_mtok is None:
+        pytest.skip("no prices: price matching does not apply")
+    plan = budget.plan(
+        b.se_samples,
+        mode=b.mode,
+        wc_params=cfg.model_pair.wc.params,
+        se_params=cfg.model_pair.se.params,
+        wc_price=cfg.model_pair.wc.price_out_per_mtok,
+        se_price=cfg.model_pair.se.price_out_per_mtok,
+        scale=b.scale,
+        rounding=b.rounding,
+    )
+    assert plan.wc_samples >= plan.se_samples
+
+
+@pytest.mark.parametrize(
+    "overrides,se,wc",
+    [
+        (["model_pair=gemma2", "budget=low"], 1, 3),
+        (["model_pair=gemma2", "budget=high"], 10, 30),
+        (["model_pair=gemini", "budget=price_matched"], 1, 35),
+        (["model_pair=gemini", "budget=price_matched", "budget.scale=0.15"], 1, 5),
+        (["model_pair=toy", "budget=low"], 1, 3),
+        (["model_pair=toy", "budget=high"], 10, 30),
+    ],
+)
+def test_budget_presets_give_the_papers_counts(compose_cfg, overrides, se, wc) -> None:
+    cfg = compose_cfg(*overrides)
+    b, pair = cfg.budget, cfg.model_pair
+    plan = budget.plan(
+        b.se_samples, mode=b.mode, wc_params=pair.wc.params, se_params=pair.se.params,
+        wc_price=pair.wc.price_out_per_mtok, se_price=pair.se.price_out_per_mtok, scale=b.scale,
+    )
+    assert (plan.se_samples, plan.wc_samples) == (se, wc)
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_every_experiment_composes(compose_cfg, name) -> None:
+    cfg = compose_cfg(f"experiment={name}")
+    validate(cfg)
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+@pytest.mark.parametrize("group", ["trainer", "sampler", "evaluator", "logger"])
+def test_every_option_of_the_other_groups_composes(compose_cfg, group) -> None:
+    for option in options(group):
+        OmegaConf.to_container(compose_cfg(f"{group}={option}"), resolve=True, throw_on_missing=True)
+
+
+def test_every_config_file_says_how_to_launch_it() -> None:
+    for path in CONF.rglob("*.yaml"):
+        head = path.read_text().splitlines()[:12]
+        assert any("python -m wcse.main" in line for line in head), f"{path}: no launch line in its header comment"
+
+
+def test_unknown_key_fails_with_hydras_message(compose_cfg) -> None:
+    with pytest.raises(ConfigCompositionException, match="sampler.temprature"):
+        compose_cfg("sampler.temprature=0.5")
+
+
+def test_unknown_group_option_lists_the_options(compose_cfg) -> None:
+    with pytest.raises(ConfigCompositionException, match="model_pair"):
+        compose_cfg("model_pair=gpt5")
+
+
+def test_wrong_type_fails_against_the_schema(compose_cfg) -> None:
+    with pytest.raises((ConfigCompositionException, ValidationError, ConfigKeyError)):
+        compose_cfg("budget.se_samples=many")
+
+
+def test_cross_field_checks_name_the_key(compose_cfg) -> None:
+    cfg = compose_cfg("stages=[dataset,sampel]")
+    with pytest.raises(ValueError, match="sampel"):
+        validate(cfg)
+    cfg = compose_cfg("setup.target=teacher")
+    with pytest.raises(ValueError, match="setup.target"):
+        validate(cfg)

@@ -1,0 +1,232 @@
+"""The typed schema behind the YAML in ``conf/``.
+
+Each config group has a dataclass registered in Hydra's ConfigStore as ``<group>/schema``;
+every YAML file of the group lists ``- schema`` first in its defaults, so Hydra validates its
+keys and types when composing: a misspelt key or a string where a number belongs fails at
+start-up with Hydra's message, not minutes into a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+STAGES = ("pretrain", "dataset", "sample", "verify", "metrics", "train", "evaluate", "report")
+DEFAULT_STAGES = ["dataset", "sample", "verify", "metrics", "train", "evaluate", "report"]
+ROLES = ("wc", "se", "student")
+
+
+@dataclass
+class ModelSpec:
+    """One model of the pair. ``params`` drives compute matching; prices drive price matching."""
+
+    name: str = MISSING  # short label used in cache keys and reports
+    path: str = MISSING  # HF hub id, local folder, or ``toy:<role>`` for the embedded ladder
+    params: float | None = None  # parameter count for compute matching (None: unknown, API model)
+    target: str | None = None  # the model finetuned when this role is the target (default: path)
+    price_in_per_mtok: float | None = None  # USD per 1M prompt tokens (API models)
+    price_out_per_mtok: float | None = None  # USD per 1M generated tokens (API models)
+
+
+@dataclass
+class ModelPairConfig:
+    name: str = MISSING
+    wc: ModelSpec = field(default_factory=ModelSpec)  # weaker-cheaper sampler
+    se: ModelSpec = field(default_factory=ModelSpec)  # stronger-expensive sampler
+    student: ModelSpec = field(default_factory=ModelSpec)  # the separate Student-LM (kd setup)
+    prices_date: str | None = None  # when the prices were read
+    prices_source: str | None = None
+
+
+@dataclass
+class SourceConfig:
+    """Where a split comes from: a local JSONL file (preferred when set) or an HF hub dataset."""
+
+    format: str | None = None  # overrides the dataset's format (mbpp trains on MBPP, tests on HumanEval)
+    path: str | None = None
+    hub: str | None = None
+    hub_name: str | None = None
+    hub_split: str | None = None
+
+
+@dataclass
+class ToyDataConfig:
+    n_train: int = 1000
+    n_validation: int = 200
+    n_test: int = 500
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    format: str = MISSING  # toy_arith | gsm8k | math | mbpp | humaneval | functional_math
+    train: SourceConfig | None = None
+    validation: SourceConfig | None = None
+    test: SourceConfig | None = None
+    validation_from_train: int = 0  # carve a seeded validation split of this size from train
+    max_train: int | None = None  # use only the first N training problems (small-data runs)
+    max_test: int | None = None
+    seed: int = 0
+    prompt: str = MISSING  # prompt template id (wcse.data.prompts)
+    toy: ToyDataConfig = field(default_factory=ToyDataConfig)
+
+
+@dataclass
+class BudgetConfig:
+    name: str = MISSING
+    mode: str = "compute"  # compute | price | number
+    se_samples: int = 1  # samples per problem from SE; WC's count is derived, never typed in
+    scale: float = 1.0  # multiplies WC's count (the paper's 0.15x Gemini arm)
+    rounding: str = "nearest"  # nearest | floor | ceil (wcse.budget)
+
+
+@dataclass
+class SetupConfig:
+    name: str = MISSING
+    target: str = MISSING  # the model finetuned: student | wc | se
+    arms: list[str] = field(default_factory=lambda: ["wc", "se"])  # whose data it is trained on
+    paradigm: dict[str, str] = field(default_factory=dict)  # arm -> paradigm, for the report
+
+
+@dataclass
+class SamplerConfig:
+    backend: str = "hf"
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    batch_size: int = 64
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "auto"
+
+
+@dataclass
+class TrainerConfig:
+    name: str = MISSING
+    max_steps: int = 200
+    per_device_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_length: int = 512
+    seed: int = 0
+    nprocs: int = 1
+    launcher: str = "python"  # python | torchrun
+    bf16: bool = False
+    deepspeed: dict[str, Any] | None = None  # a DeepSpeed config; None trains without it
+
+
+@dataclass
+class EvaluatorConfig:
+    split: str = "test"
+    temperature: float = 0.0  # 0: greedy pass@1
+    max_new_tokens: int = 128
+    batch_size: int = 64
+    limit: int | None = None  # evaluate only the first N problems
+    baselines: list[str] = field(default_factory=lambda: ["student", "wc", "se"])  # untuned pass@1 too
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = "none"  # none | wandb
+    project: str = "wcse"
+    mode: str = "offline"  # wandb mode: offline needs no account; "online" syncs live
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PathsConfig:
+    cache_dir: str = MISSING  # content-keyed artifacts shared by every run and sweep job
+    data_dir: str | None = None  # local copies of the benchmark files (else the HF hub)
+    run_dir: str = MISSING  # this run's outputs (summary.json, logs)
+
+
+@dataclass
+class PretrainModelConfig:
+    hidden_size: int = MISSING
+    num_hidden_layers: int = MISSING
+    intermediate_size: int = MISSING
+    max_steps: int = MISSING
+    learning_rate: float = 3e-3
+
+
+@dataclass
+class ToyConfig:
+    """The embedded ladder: how it was (and can again be) pretrained."""
+
+    pretrain: bool = False  # rebuild the ladder instead of loading the shipped checkpoints
+    publish: bool = False  # copy a rebuilt ladder into the package (maintainers only)
+    corpus_size: int = 60000
+    batch_size: int = 64
+    seed: int = 0
+    models: dict[str, PretrainModelConfig] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    model_pair: ModelPairConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    budget: BudgetConfig = MISSING
+    setup: SetupConfig = MISSING
+    sampler: SamplerConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    evaluator: EvaluatorConfig = MISSING
+    logger: LoggerConfig = MISSING
+    paths: PathsConfig = MISSING
+    toy: ToyConfig = field(default_factory=ToyConfig)
+    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
+    seed: int = 0
+
+
+GROUPS: dict[str, type] = {
+    "model_pair": ModelPairConfig,
+    "dataset": DatasetConfig,
+    "budget": BudgetConfig,
+    "setup": SetupConfig,
+    "sampler": SamplerConfig,
+    "trainer": TrainerConfig,
+    "evaluator": EvaluatorConfig,
+    "logger": LoggerConfig,
+    "paths": PathsConfig,
+}
+
+
+def register() -> None:
+    """Register the schemas and the ``user_cache`` resolver (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, schema in GROUPS.items():
+        cs.store(group=group, name="schema", node=schema)
+    if not OmegaConf.has_resolver("user_cache"):
+        OmegaConf.register_new_resolver("user_cache", lambda app: platformdirs.user_cache_dir(app))
+    if not OmegaConf.has_resolver("data_file"):
+        OmegaConf.register_new_resolver("data_file", _data_file)
+
+
+def _data_file(relative: str, *, _root_: Any) -> str | None:
+    """``${data_file:gsm8k/train.jsonl}``: the local copy under ``paths.data_dir``, if one is set."""
+    data_dir = _root_.paths.data_dir
+    return None if data_dir is None else str(Path(data_dir) / relative)
+
+
+def validate(cfg: Any) -> None:
+    """Cross-field checks a schema cannot express; errors name the offending key."""
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"stages: unknown stage(s) {unknown}; known: {list(STAGES)}")
+    if cfg.setup.target not in ROLES:
+        raise ValueError(f"setup.target={cfg.setup.target!r}: must be one of {list(ROLES)}")
+    bad_arms = [a for a in cfg.setup.arms if a not in ("wc", "se")]
+    if bad_arms:
+        raise ValueError(f"setup.arms: unknown arm(s) {bad_arms}; known: ['wc', 'se']")
+    if cfg.budget.mode not in ("compute", "price", "number"):
+        raise ValueError(f"budget.mode={cfg.budget.mode!r}: must be compute, price or number")

@@ -1,0 +1,183 @@
+"""Quality of synthetic data (paper section 2.1): coverage@k, diversity@k and false positive rate.
+
+Coverage and diversity are computed from all M samples of a problem with unbiased estimators of
+"draw k of them": reading them off the first k samples only would waste the other M - k and add
+noise. The FPR carries a Wilson interval because it rests on the few samples whose reasoning
+could be checked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from wcse.records import Sample, Verdict
+
+
+def normalize_text(text: str) -> str:
+    """Solutions that differ only in case or spacing are one solution, not two."""
+    return " ".join(text.lower().split())
+
+
+def _check_k(n: int, k: int) -> None:
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+
+
+def coverage_at_k(n: int, c: int, k: int) -> float:
+    """P(a random k-subset of n samples holds at least one of the c correct ones): the unbiased
+    pass@k estimator, ``1 - C(n-c, k) / C(n, k)`` (math.comb is 0 when n - c < k)."""
+    _check_k(n, k)
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n, got c={c}, n={n}")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def diversity_at_k(
+    correct_texts: Sequence[str], n: int, k: int, normalize: Callable[[str], str] = normalize_text
+) -> float:
+    """Expected number of unique correct solutions in a random k-subset of one problem's n samples.
+
+    By linearity of expectation it is the sum, over unique solutions u with multiplicity m_u, of
+    P(u is drawn), which is coverage@k with c = m_u.
+    """
+    _check_k(n, k)
+    if len(correct_texts) > n:
+        raise ValueError(f"{len(correct_texts)} correct texts but only n={n} samples")
+    counts = Counter(normalize(text) for text in correct_texts)
+    return sum(coverage_at_k(n, m, k) for m in counts.values())
+
+
+def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval: unlike p +- z*se it stays inside [0, 1] and is not empty at 0/n or n/n."""
+    if not 0 <= successes <= total:
+        raise ValueError(f"need 0 <= successes <= total, got {successes}/{total}")
+    if total == 0:
+        return (0.0, 1.0)
+    p = successes / total
+    denom = 1.0 + z * z / total
+    center = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A proportion with its 95% interval and denominator, so small samples show as such."""
+
+    value: float | None  # None when n == 0
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, successes: int, total: int) -> Rate:
+        low, high = wilson_interval(successes, total)
+        return cls(successes / total if total else None, low, high, total)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Problem:
+    """One problem's judged samples, reduced to what the metrics need."""
+
+    n: int = 0
+    correct_texts: list[str] = field(default_factory=list)
+    steps: list[bool] = field(default_factory=list)  # steps_correct of correct samples, where known
+
+
+def _mean_coverage(problems: Sequence[_Problem], k: int) -> float:
+    return sum(coverage_at_k(p.n, len(p.correct_texts), k) for p in problems) / len(problems)
+
+
+def _summary(problems: Sequence[_Problem], k: int, normalize: Callable[[str], str]) -> dict[str, Any]:
+    n_samples = sum(p.n for p in problems)
+    n_correct = sum(len(p.correct_texts) for p in problems)
+    steps = [ok for p in problems for ok in p.steps]
+    n_problems = len(problems)
+    return {
+        "k": k,
+        "n_problems": n_problems,
+        "n_samples": n_samples,
+        "n_correct": n_correct,
+        "accuracy": n_correct / n_samples,
+        "coverage": _mean_coverage(problems, k),
+        "diversity": sum(diversity_at_k(p.correct_texts, p.n, k, normalize) for p in problems) / n_problems,
+        "fpr": Rate.of(steps.count(False), len(steps)).to_dict(),
+    }
+
+
+def data_metrics(
+    samples: Sequence[Sample],
+    verdicts: Sequence[Verdict],
+    k: int,
+    levels: Mapping[str, int | None] | None = None,
+    curve_ks: Sequence[int] | None = None,
+    normalize: Callable[[str], str] = normalize_text,
+) -> dict[str, Any]:
+    """Coverage, diversity and FPR of a judged sample set, overall and per difficulty level.
+
+    The verdicts define the population (M per problem); ``samples`` may hold more, and supply the
+    texts that decide uniqueness. ``levels`` maps problem id to difficulty level.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    by_key: dict[str, Sample] = {}
+    for sample in samples:
+        if sample.key in by_key:
+            raise ValueError(f"duplicate sample key {sample.key!r}")
+        by_key[sample.key] = sample
+    problems: dict[str, _Problem] = defaultdict(_Problem)
+    seen: set[str] = set()
+    for verdict in verdicts:
+        sample = by_key.get(verdict.key)
+        if sample is None:
+            raise ValueError(f"verdict {verdict.key!r} has no sample")
+        if verdict.key in seen:
+            raise ValueError(f"duplicate verdict for sample {verdict.key!r}")
+        if sample.problem_id != verdict.problem_id:
+            raise ValueError(
+                f"verdict {verdict.key!r} is for problem {verdict.problem_id!r}, "
+                f"its sample for {sample.problem_id!r}"
+            )
+        seen.add(verdict.key)
+        problem = problems[verdict.problem_id]
+        problem.n += 1
+        if verdict.correct:
+            problem.correct_texts.append(sample.text)
+            if verdict.steps_correct is not None:
+                problem.steps.append(verdict.steps_correct)
+    if not problems:
+        raise ValueError("no verdicts to measure")
+    for pid, problem in problems.items():
+        if problem.n < k:
+            raise ValueError(f"problem {pid!r} has {problem.n} samples, fewer than k={k}")
+
+    m_min = min(p.n for p in problems.values())
+    if curve_ks is None:
+        curve_ks = [2**i for i in range(m_min.bit_length())]
+        if curve_ks[-1] != m_min:
+            curve_ks.append(m_min)  # the budget itself (e.g. 30) is the point the comparison is about
+    for kk in curve_ks:
+        if not 1 <= kk <= m_min:
+            raise ValueError(f"curve k={kk} outside 1..{m_min} (the smallest per-problem sample count)")
+
+    all_problems = list(problems.values())
+    result = _summary(all_problems, k, normalize)
+    result["coverage_curve"] = {str(kk): _mean_coverage(all_problems, kk) for kk in curve_ks}
+    if levels is not None:
+        grouped: dict[int | None, list[_Problem]] = defaultdict(list)
+        for pid, problem in problems.items():
+            if pid not in levels:
+                raise ValueError(f"problem {pid!r} has no entry in levels")
+            grouped[levels[pid]].append(problem)
+        result["per_level"] = {
+            str(level): _summary(group, k, normalize)
+            for level, group in sorted(grouped.items(), key=lambda item: (item[0] is None, item[0] or 0))
+        }
+    return result

@@ -1,0 +1,412 @@
+"""One run of the method: stages in order, each reading upstream artifacts and writing its own.
+
+    dataset -> sample (WC, SE) -> verify/filter -> metrics -> train (target x arm) -> evaluate -> report
+
+Every artifact is keyed by the content it depends on (wcse.artifacts), so a stage whose inputs
+did not change is skipped, a sweep over setup x budget reuses the samples, and
+``stages=[...]`` can run any subset as long as the upstream artifacts exist. Samples live in an
+append-only store per (model, dataset, prompt, sampling parameters): the low budget's samples
+are the first ones of the high budget's, so raising the budget only generates the difference.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import shutil
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from wcse import budget as budget_lib
+from wcse import models
+from wcse.artifacts import Cache, MissingArtifact, digest, file_sha256
+from wcse.config import STAGES
+from wcse.data import prompts
+from wcse.data.registry import SPLITS, load_problems
+from wcse.evaluate import eval_requests, evaluate
+from wcse.metrics import data_metrics
+from wcse.records import Problem, Sample, Verdict, read_jsonl, write_jsonl
+from wcse.sampling.hf import HFSampler
+from wcse.sampling.store import SampleRequest, SampleStore, ensure_samples, sample_key, sample_seed
+from wcse.toy import ladder
+from wcse.train.launch import run_training
+from wcse.train.sft import TrainSpec
+from wcse.verify.verifier import verify_samples
+
+log = logging.getLogger(__name__)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+class Pipeline:
+    """The stages of one configured run; ``run()`` executes those named in ``cfg.stages``."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        # The dataset artifact is cheap and deterministic: any stage may build it on demand.
+        self.cache = Cache(cfg.paths.cache_dir, allowed={*cfg.stages, "dataset"})
+        self.run_dir = Path(cfg.paths.run_dir)
+        self.timing: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- orchestration
+    def run(self) -> dict[str, Any]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log.info("run directory: %s | cache: %s", self.run_dir, self.cache.root)
+        summary: dict[str, Any] = {}
+        for stage in STAGES:
+            if stage in self.cfg.stages:
+                start = time.perf_counter()
+                log.info("=== stage %s", stage)
+                result = getattr(self, f"stage_{stage}")()
+                if result:
+                    summary.update(result)
+                self.timing[stage] = round(time.perf_counter() - start, 2)
+        summary["timing_seconds"] = self.timing
+        summary["artifacts"] = self.cache.events
+        self._write_summary(summary)
+        return summary
+
+    def _write_summary(self, summary: dict[str, Any]) -> None:
+        path = self.run_dir / "summary.json"
+        path.write_text(json.dumps(summary, indent=2, sort_keys=False, default=str))
+        log.info("summary -> %s", path)
+
+    # ----------------------------------------------------------------- models
+    @cached_property
+    def is_toy(self) -> bool:
+        return any(
+            self.cfg.model_pair[r].path.startswith(models.TOY_PREFIX) for r in ("wc", "se", "student")
+        )
+
+    @cached_property
+    def ladder(self) -> dict[str, Path]:
+        """The toy checkpoints in use: rebuilt ones when asked for, else the shipped ones."""
+        if self.cfg.toy.pretrain or "pretrain" in self.cfg.stages:
+            return {role: self.pretrained(role) for role in ladder.ROLES}
+        return {role: ladder.SHIPPED / role for role in ladder.ROLES}
+
+    def model_path(self, role: str, *, target: bool = False) -> str:
+        spec = self.cfg.model_pair[role]
+        path = (spec.target or spec.path) if target else spec.path
+        return models.resolve(path, self.ladder)
+
+    def model_id(self, role: str, *, target: bool = False) -> str:
+        """Name plus content fingerprint: cache keys change when the weights do."""
+        path = self.model_path(role, target=target)
+        return f"{self.cfg.model_pair[role].name}@{models.fingerprint(path)}"
+
+    def sampler(self, model_path: str, *, temperature: float, max_new_tokens: int, batch_size: int) -> HFSampler:
+        s = self.cfg.sampler
+        if s.backend != "hf":
+            raise ValueError(f"sampler.backend={s.backend!r}: only 'hf' is available in this version")
+        return HFSampler(
+            model_path,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=s.top_p,
+            device=s.device,
+            dtype=s.dtype,
+        )
+
+    # ----------------------------------------------------------------- pretrain (toy)
+    def stage_pretrain(self) -> dict[str, Any]:
+        if not self.is_toy:
+            raise ValueError(f"stages: 'pretrain' builds the toy ladder; model_pair={self.cfg.model_pair.name} is not toy")
+        records = {role: json.loads((path / "pretrain.json").read_text()) for role, path in self.ladder.items()}
+        if self.cfg.toy.publish:
+            for role, path in self.ladder.items():
+                shutil.rmtree(ladder.SHIPPED / role, ignore_errors=True)
+                shutil.copytree(path, ladder.SHIPPED / role, ignore=shutil.ignore_patterns("manifest.json", "training_args.bin"))
+            log.info("published the rebuilt ladder to %s", ladder.SHIPPED)
+        return {"pretrain": records}
+
+    def pretrained(self, role: str) -> Path:
+        """One rung of the ladder, pretrained by wcse.toy.pretrain (cached by its recipe)."""
+        from wcse.toy.pretrain import pretrain_model
+
+        toy = _plain(self.cfg.toy)
+        payload = {k: toy[k] for k in ("corpus_size", "batch_size", "seed")}
+        payload |= {"role": role, "model": toy["models"][role], "test": self.dataset_key}
+        return self.cache.get_or_build(
+            "pretrain",
+            payload,
+            lambda out: pretrain_model(self.cfg.toy, role, out, self._evaluate_ladder),
+            label=f"toy {role}",
+        )
+
+    def _evaluate_ladder(self, model_dir: Path, out_dir: Path) -> dict[str, Any]:
+        return self._evaluate_path(str(model_dir), f"pretrain@{model_dir.name}", out_dir)
+
+    # ----------------------------------------------------------------- dataset
+    def stage_dataset(self) -> dict[str, Any]:
+        return {"dataset": {split: len(self.problems[split]) for split in SPLITS}}
+
+    @cached_property
+    def dataset_key(self) -> str:
+        """Content key of the dataset: its config plus the bytes of any local files it reads."""
+        cfg = _plain(self.cfg.dataset)
+        files = {}
+        for split in SPLITS:
+            source = cfg.get(split) or {}
+            if source.get("path") and Path(source["path"]).is_file():
+                files[split] = file_sha256(Path(source["path"]))
+        return digest({"dataset": cfg, "files": files})
+
+    @cached_property
+    def dataset_path(self) -> Path:
+        def build(out: Path) -> None:
+            for split, problems in load_problems(self.cfg.dataset).items():
+                write_jsonl(out / f"{split}.jsonl", problems)
+
+        return self.cache.get_or_build("dataset", {"key": self.dataset_key}, build, label=self.cfg.dataset.name)
+
+    @cached_property
+    def problems(self) -> dict[str, list[Problem]]:
+        return {s: list(read_jsonl(self.dataset_path / f"{s}.jsonl", Problem)) for s in SPLITS}
+
+    @cached_property
+    def dataset_id(self) -> str:
+        return f"{self.cfg.dataset.name}@{self.dataset_key}"
+
+    # ----------------------------------------------------------------- budget + sampling
+    @cached_property
+    def budget(self) -> budget_lib.SampleBudget:
+        b, pair = self.cfg.budget, self.cfg.model_pair
+        return budget_lib.plan(
+            b.se_samples,
+            mode=b.mode,
+            wc_params=pair.wc.params,
+            se_params=pair.se.params,
+            wc_price=pair.wc.price_out_per_mtok,
+            se_price=pair.se.price_out_per_mtok,
+            scale=b.scale,
+            rounding=b.rounding,
+        )
+
+    def n_samples(self, role: str) -> int:
+        return self.budget.wc_samples if role == "wc" else self.budget.se_samples
+
+    @cached_property
+    def sampling_params(self) -> dict[str, Any]:
+        s = self.cfg.sampler
+        return {
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_new_tokens": s.max_new_tokens,
+            "prompt": prompts.template(self.cfg.dataset.prompt).version,
+        }
+
+    def store(self, role: str) -> SampleStore:
+        key = digest({"model": self.model_id(role), "dataset": self.dataset_id, "params": self.sampling_params})
+        return SampleStore(self.cache.root / "samples" / key)
+
+    def requests(self, role: str) -> list[SampleRequest]:
+        train = self.problems["train"]
+        shots = prompts.exemplars(self.cfg.dataset.prompt, train)
+        model_id, seed = self.model_id(role), self.cfg.sampler.seed
+        out = []
+        for p in train:
+            prompt = prompts.few_shot(self.cfg.dataset.prompt, p, shots)
+            for j in range(self.n_samples(role)):
+                s = sample_seed(seed, p.id, j)
+                out.append(
+                    SampleRequest(
+                        key=sample_key(model_id, self.dataset_id, p.id, j, self.sampling_params, s),
+                        model=model_id,
+                        dataset=self.dataset_id,
+                        problem_id=p.id,
+                        index=j,
+                        seed=s,
+                        prompt=prompt,
+                        params=self.sampling_params,
+                    )
+                )
+        return out
+
+    def samples(self, role: str) -> list[Sample]:
+        """The budget's samples of ``role``: generated now only where the store lacks them."""
+        store, requests = self.store(role), self.requests(role)
+        missing = len({r.key for r in requests} - store.keys())
+        if missing and "sample" not in self.cfg.stages:
+            raise MissingArtifact(
+                f"sample [{role}]: {missing} of {len(requests)} samples are not in {store.root} and "
+                "stage 'sample' is not in `stages`"
+            )
+        if not missing:
+            return ensure_samples(store, None, requests)
+        s = self.cfg.sampler
+        sampler = self.sampler(
+            self.model_path(role), temperature=s.temperature, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size
+        )
+        try:
+            return ensure_samples(store, sampler, requests, desc=f"sample {role}")
+        finally:
+            del sampler
+            gc.collect()
+
+    def stage_sample(self) -> dict[str, Any]:
+        pair, out = self.cfg.model_pair, {}
+        for role in ("wc", "se"):
+            samples = self.samples(role)
+            cost = budget_lib.realised_cost(
+                samples,
+                params=pair[role].params or 0,
+                price_in_per_mtok=pair[role].price_in_per_mtok,
+                price_out_per_mtok=pair[role].price_out_per_mtok,
+            )
+            out[role] = {"samples_per_problem": self.n_samples(role), "store": str(self.store(role).root), **cost.to_dict()}
+        se_flops = out["se"]["flops"]
+        return {
+            "budget": self.budget.to_dict(),
+            "sampling": out,
+            "realised_flops_ratio_wc_over_se": out["wc"]["flops"] / se_flops if se_flops else None,
+        }
+
+    # ----------------------------------------------------------------- verify / filter
+    def verified(self, role: str) -> Path:
+        """Verdicts for the budget's samples and the SFT data they leave (strict filter)."""
+        payload = {"samples": [r.key for r in self.requests(role)], "mode": "strict", "v": 1}
+
+        def build(out: Path) -> None:
+            samples = self.samples(role)
+            problems = {p.id: p for p in self.problems["train"]}
+            verdicts = verify_samples(self.cfg.dataset.format, problems, samples, "strict", desc=f"verify {role}")
+            write_jsonl(out / "verdicts.jsonl", verdicts)
+            kept = [
+                {"prompt": prompts.zero_shot(self.cfg.dataset.prompt, problems[s.problem_id]), "completion": " " + s.text.strip(), "problem_id": s.problem_id}
+                for s, v in zip(samples, verdicts)
+                if v.correct
+            ]
+            with open(out / "sft.jsonl", "w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(row) + "\n" for row in kept)
+
+        return self.cache.get_or_build("verify", {"key": digest(payload)}, build, label=role)
+
+    def verdicts(self, role: str) -> list[Verdict]:
+        return list(read_jsonl(self.verified(role) / "verdicts.jsonl", Verdict))
+
+    def stage_verify(self) -> dict[str, Any]:
+        out = {}
+        for role in ("wc", "se"):
+            verdicts = self.verdicts(role)
+            out[role] = {"verified": len(verdicts), "kept_for_training": sum(v.correct for v in verdicts)}
+        return {"filter": out}
+
+    # ----------------------------------------------------------------- data metrics
+    def stage_metrics(self) -> dict[str, Any]:
+        levels = {p.id: p.level for p in self.problems["train"]}
+        out = {}
+        for role in ("wc", "se"):
+            samples, verdicts = self.samples(role), self.verdicts(role)
+            k = self.n_samples(role)
+            out[role] = data_metrics(samples, verdicts, k, levels=levels)
+        return {"data": out}
+
+    # ----------------------------------------------------------------- finetune
+    def trained(self, arm: str) -> Path:
+        """The setup's target finetuned on ``arm``'s filtered data."""
+        target = self.cfg.setup.target
+        trainer = _plain(self.cfg.trainer)
+        data_dir = self.verified(arm)
+        payload = {"target": self.model_id(target, target=True), "data": data_dir.name, "trainer": trainer}
+
+        def build(out: Path) -> None:
+            spec = TrainSpec(
+                output_dir=str(out),
+                data_path=str(data_dir / "sft.jsonl"),
+                base_model=self.model_path(target, target=True),
+                max_steps=trainer["max_steps"],
+                per_device_batch_size=trainer["per_device_batch_size"],
+                gradient_accumulation_steps=trainer["gradient_accumulation_steps"],
+                learning_rate=trainer["learning_rate"],
+                lr_scheduler=trainer["lr_scheduler"],
+                warmup_ratio=trainer["warmup_ratio"],
+                weight_decay=trainer["weight_decay"],
+                max_length=trainer["max_length"],
+                seed=trainer["seed"],
+                deepspeed=trainer["deepspeed"],
+                nprocs=trainer["nprocs"],
+                launcher=trainer["launcher"],
+                bf16=trainer["bf16"],
+            )
+            run_training(spec, log_path=out / "train.log")
+
+        return self.cache.get_or_build("train", payload, build, label=f"{target} on {arm} data")
+
+    def stage_train(self) -> dict[str, Any]:
+        out = {}
+        for arm in self.cfg.setup.arms:
+            metrics = json.loads((self.trained(arm) / "metrics.json").read_text())
+            out[arm] = {k: metrics[k] for k in ("train_loss", "steps", "n_examples", "train_seconds", "tokens_per_second") if k in metrics}
+        return {"train": out}
+
+    # ----------------------------------------------------------------- evaluate
+    def _evaluate_path(self, model_path: str, model_id: str, out_dir: Path) -> dict[str, Any]:
+        e = self.cfg.evaluator
+        problems = self.problems[e.split][: e.limit] if e.limit else self.problems[e.split]
+        params = {"temperature": e.temperature, "top_p": 1.0, "max_new_tokens": e.max_new_tokens}
+        requests = eval_requests(model_id, self.dataset_id, self.cfg.dataset.prompt, problems, params, self.cfg.seed)
+        sampler = self.sampler(
+            model_path, temperature=e.temperature, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size
+        )
+        return evaluate(sampler, requests, problems, self.cfg.dataset.format, out_dir)
+
+    def evaluation(self, label: str, model_path: str, model_id: str) -> dict[str, Any]:
+        payload = {"model": model_id, "dataset": self.dataset_id, "evaluator": _plain(self.cfg.evaluator), "v": 1}
+
+        def build(out: Path) -> None:
+            result = self._evaluate_path(model_path, model_id, out)
+            (out / "result.json").write_text(json.dumps(result, indent=1))
+
+        path = self.cache.get_or_build("evaluate", payload, build, label=label)
+        return json.loads((path / "result.json").read_text())
+
+    def stage_evaluate(self) -> dict[str, Any]:
+        target, pair = self.cfg.setup.target, self.cfg.model_pair
+        base = {
+            role: self.evaluation(f"{role} (base)", self.model_path(role, target=True), self.model_id(role, target=True))
+            for role in dict.fromkeys([target, *self.cfg.evaluator.baselines])
+        }
+        arms = {}
+        for arm in self.cfg.setup.arms:
+            path = self.trained(arm)
+            result = self.evaluation(f"{target} on {arm} data", str(path / "model"), f"trained@{path.name}")
+            arms[arm] = {"paradigm": self.cfg.setup.paradigm.get(arm), **result}
+        scores = {arm: r["pass@1"] for arm, r in arms.items()}
+        return {
+            "models": {
+                role: {"name": pair[role].name, "params": pair[role].params, **({"base": base[role]} if role in base else {})}
+                for role in ("student", "wc", "se")
+            },
+            "finetune": {
+                "setup": self.cfg.setup.name,
+                "target": target,
+                "target_model": pair[target].name,
+                "base_pass@1": base[target]["pass@1"],
+                "arms": arms,
+                "best_arm": max(scores, key=scores.get) if scores else None,
+                "wc_minus_se_pass@1": scores["wc"] - scores["se"] if {"wc", "se"} <= scores.keys() else None,
+            },
+        }
+
+    # ----------------------------------------------------------------- report
+    def stage_report(self) -> dict[str, Any]:
+        return {
+            "run": {
+                "model_pair": self.cfg.model_pair.name,
+                "dataset": self.cfg.dataset.name,
+                "setup": self.cfg.setup.name,
+                "budget": self.cfg.budget.name,
+                "run_dir": str(self.run_dir),
+                "cache_dir": str(self.cache.root),
+                "stages": list(self.cfg.stages),
+            }
+        }

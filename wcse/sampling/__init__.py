@@ -1,0 +1,1 @@
+"""Sampling backends and the keyed, append-only sample store they write to."""

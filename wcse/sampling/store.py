@@ -1,0 +1,181 @@
+"""The sample store: append-only JSONL shards of :class:`~wcse.records.Sample`, addressed by key.
+
+Sampling is the expensive stage and a sweep grows it incrementally (the low budget's samples
+are the first ones of the high budget's), so the store is built to be resumed and shared:
+
+- a sample's key names everything that determined it (model, dataset, problem, index, sampling
+  params, seed), so "do we have it?" is a set lookup and nothing is ever generated twice;
+- every write is a new shard written atomically (temp file + rename), so a crash loses at most
+  the chunk in flight and never leaves a half-written file;
+- writers take a file lock and re-read the keys under it, so concurrent jobs of one sweep never
+  store a key twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import datasets
+from filelock import FileLock
+from tqdm.auto import tqdm
+
+from wcse.records import Sample, read_jsonl, write_jsonl
+
+log = logging.getLogger(__name__)
+
+KEY_SEP = "|"
+
+
+def canonical_params(params: Mapping[str, Any]) -> str:
+    """Sampling params as canonical JSON: equal params give equal text whatever the dict order."""
+    return json.dumps(dict(params), sort_keys=True, separators=(",", ":"))
+
+
+def sample_key(model: str, dataset: str, problem_id: str, index: int, params: Mapping[str, Any], seed: int) -> str:
+    """A readable key naming everything that determines a sample (params as a short digest)."""
+    for name, value in (("model", model), ("dataset", dataset), ("problem_id", problem_id)):
+        if KEY_SEP in value:  # the separator inside a field would let two samples share a key
+            raise ValueError(f"{name} {value!r} contains the key separator {KEY_SEP!r}")
+    digest = hashlib.sha1(canonical_params(params).encode()).hexdigest()[:12]
+    return KEY_SEP.join((model, dataset, problem_id, str(index), str(seed), digest))
+
+
+def sample_seed(base_seed: int, problem_id: str, index: int) -> int:
+    """A stable 63-bit seed for sample ``index`` of a problem, independent of the budget.
+
+    A cryptographic hash rather than ``hash()``, which is salted per process.
+    """
+    digest = hashlib.sha256(f"{base_seed}{KEY_SEP}{problem_id}{KEY_SEP}{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """One sample to generate; ``params`` holds at least temperature, top_p and max_new_tokens."""
+
+    key: str
+    model: str
+    dataset: str
+    problem_id: str
+    index: int
+    seed: int
+    prompt: str
+    params: Mapping[str, Any]
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        model: str,
+        dataset: str,
+        problem_id: str,
+        index: int,
+        prompt: str,
+        params: Mapping[str, Any],
+        base_seed: int,
+    ) -> SampleRequest:
+        """The request for sample ``index`` of a problem, with its derived seed and key."""
+        seed = sample_seed(base_seed, problem_id, index)
+        key = sample_key(model, dataset, problem_id, index, params, seed)
+        return cls(key, model, dataset, problem_id, index, seed, prompt, dict(params))
+
+
+class Sampler(Protocol):
+    """A backend: turns requests into samples, one per request, in request order."""
+
+    name: str
+
+    def generate(self, requests: Sequence[SampleRequest]) -> list[Sample]: ...
+
+
+class SampleStore:
+    """A directory of immutable ``shard-<utc timestamp>-<uuid>.jsonl`` files.
+
+    Shards never change once written, so each is parsed once per store object and cached.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._parsed: dict[str, list[Sample]] = {}
+
+    def shards(self) -> list[Path]:
+        """Shard files, oldest first (the timestamp leads the name)."""
+        return sorted(self.root.glob("shard-*.jsonl"))
+
+    def _by_key(self) -> dict[str, Sample]:
+        samples: dict[str, Sample] = {}
+        for shard in self.shards():
+            if shard.name not in self._parsed:
+                self._parsed[shard.name] = list(read_jsonl(shard, Sample))
+            for sample in self._parsed[shard.name]:
+                samples.setdefault(sample.key, sample)  # first wins
+        return samples
+
+    def load(self) -> list[Sample]:
+        """Every stored sample, once per key."""
+        return list(self._by_key().values())
+
+    def keys(self) -> set[str]:
+        return set(self._by_key())
+
+    def append(self, samples: Sequence[Sample]) -> int:
+        """Store the samples whose key is new as one shard; returns how many were new."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.root / ".lock"):
+            present = self.keys()  # re-read under the lock: another writer may have just added some
+            new: dict[str, Sample] = {}
+            for sample in samples:
+                if sample.key not in present:
+                    new.setdefault(sample.key, sample)
+            if new:
+                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+                write_jsonl(self.root / f"shard-{stamp}-{uuid.uuid4().hex}.jsonl", new.values())
+        return len(new)
+
+    def to_dataset(self) -> datasets.Dataset:
+        """The samples, once per key, as a ``datasets.Dataset`` (loading the raw shards would keep duplicates)."""
+        return datasets.Dataset.from_list([asdict(sample) for sample in self.load()])
+
+
+def ensure_samples(
+    store: SampleStore,
+    sampler: Sampler,
+    requests: Sequence[SampleRequest],
+    *,
+    flush_every: int = 256,
+    desc: str = "",
+) -> list[Sample]:
+    """The samples for ``requests`` in request order, generating only those not yet stored.
+
+    Each chunk of ``flush_every`` generations is stored as soon as it is done, so a killed run
+    loses at most one chunk and a rerun picks up where it stopped. Concurrent jobs asking for the
+    same keys may both generate them, but the store keeps one.
+    """
+    present = store.keys()
+    missing = list({r.key: r for r in requests if r.key not in present}.values())
+    log.info(
+        "%s: %d of %d samples exist, %d to generate, store %s",
+        desc or sampler.name, len(requests) - len(missing), len(requests), len(missing), store.root,
+    )
+    tokens, start = 0, time.perf_counter()
+    with tqdm(total=len(missing), unit="sample", desc=desc or sampler.name, disable=not missing) as bar:
+        for begin in range(0, len(missing), flush_every):
+            chunk = missing[begin : begin + flush_every]
+            samples = sampler.generate(chunk)
+            if [s.key for s in samples] != [r.key for r in chunk]:
+                raise RuntimeError(f"sampler {sampler.name!r} did not return one sample per request, in order")
+            store.append(samples)
+            tokens += sum(s.generated_tokens for s in samples)
+            bar.update(len(chunk))
+            bar.set_postfix_str(f"{tokens / (time.perf_counter() - start):.0f} tok/s")
+    stored = store._by_key()
+    return [stored[r.key] for r in requests]

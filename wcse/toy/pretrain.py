@@ -1,0 +1,108 @@
+"""Pretrain the toy ladder (Student < WC < SE) on a corpus the toy world generates.
+
+This is the recipe behind the shipped checkpoints: ``python -m wcse.main stages=[pretrain]``
+(``toy.publish=true`` copies the result into the package, with each model's ``pretrain.json``:
+command, seed, time, steps, tokens and measured test pass@1). The corpus is solved problems from
+the train bucket, drawn with a seed of its own, each with a randomly chosen valid solution
+form; test and validation problems cannot occur in it (the world's splits are disjoint by
+construction). Models differ in size and in training steps: a larger model is slower per
+token, so it gets more steps or it would end up weaker than the smaller one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+from wcse.toy import ladder, world
+from wcse.toy.tokenizer import build_tokenizer, prompt
+from wcse.train.launch import run_training
+from wcse.train.sft import TrainSpec
+
+log = logging.getLogger(__name__)
+
+CORPUS_SEED_OFFSET = 1_000_003  # keeps the corpus stream apart from the dataset's train split
+
+
+def write_corpus(path: Path, size: int, seed: int) -> None:
+    problems = world.generate("train", size, CORPUS_SEED_OFFSET + seed)
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as fh:
+        for p in problems:
+            row = {"prompt": prompt(p.question), "completion": " " + world.reference_solution(p.meta, rng)}
+            fh.write(json.dumps(row) + "\n")
+
+
+def pretrain_model(toy: Any, role: str, out: Path, evaluate: Callable[[Path, Path], dict[str, Any]]) -> None:
+    """Train one rung of the ladder into ``out``, measure its pass@1, write ``out/pretrain.json``.
+
+    Each rung is its own artifact, so retuning one model's recipe retrains only that model.
+    """
+    start = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix=f"wcse-pretrain-{role}-"))
+    try:
+        tokenizer = build_tokenizer()
+        tokenizer.save_pretrained(work / "tokenizer")
+        corpus = work / "corpus.jsonl"
+        write_corpus(corpus, toy.corpus_size, toy.seed)
+        m = toy.models[role]
+        config = ladder.llama_config(
+            tokenizer, hidden_size=m.hidden_size, num_hidden_layers=m.num_hidden_layers, intermediate_size=m.intermediate_size
+        )
+        log.info("pretraining %s: %d parameters, %d steps on %d problems", role, ladder.param_count(config), m.max_steps, toy.corpus_size)
+        spec = TrainSpec(
+            output_dir=str(work / "run"),
+            data_path=str(corpus),
+            init_config=config,
+            tokenizer_path=str(work / "tokenizer"),
+            max_steps=m.max_steps,
+            per_device_batch_size=toy.batch_size,
+            learning_rate=m.learning_rate,
+            lr_scheduler="cosine",
+            warmup_ratio=0.05,
+            weight_decay=0.01,
+            seed=toy.seed,
+            max_length=ladder.MAX_POSITIONS,
+        )
+        metrics = run_training(spec, log_path=work / "train.log")
+        for f in (work / "run" / "model").iterdir():
+            shutil.move(f, out / f.name)
+        result = evaluate(out, work / "eval")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    record = {
+        "role": role,
+        "command": " ".join([Path(sys.executable).name, "-m", "wcse.main", *sys.argv[1:]]),
+        "seed": toy.seed,
+        "corpus_size": toy.corpus_size,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
+        + ("cuda" if torch.cuda.is_available() else "cpu"),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "params": ladder.param_count(config),
+        "config": {k: m[k] for k in ("hidden_size", "num_hidden_layers", "intermediate_size", "learning_rate")},
+        "steps": metrics["steps"],
+        "train_seconds": metrics["train_seconds"],
+        "train_tokens": metrics["train_tokens"],
+        "final_loss": metrics["train_loss"],
+        "seconds": round(time.perf_counter() - start, 1),
+        "test_pass@1": result["pass@1"],
+        "test_pass@1_interval": result["pass@1_interval"],
+        "test_per_level": result["per_level"],
+        "test_fpr": result["fpr"],
+    }
+    (out / "pretrain.json").write_text(json.dumps(record, indent=1))
+    log.info("%s: pass@1 %.3f on %d test problems", role, result["pass@1"], result["n"])

@@ -1,0 +1,1 @@
+"""Supervised finetuning of target LMs on (filtered) synthetic solutions, run in a worker process."""

@@ -1,0 +1,1 @@
+"""Verification of samples: answer extraction and equivalence against the ground truth."""
