@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from wcse.config import register
@@ -19,19 +20,17 @@ SHARED_DATA = Path(os.environ.get("WCSE_DATA_DIR", ROOT.parent / "shared" / "dat
 register()
 
 
+def compose_config(root: Path, *overrides: str) -> DictConfig:
+    """The app's config, composed as ``python -m wcse.main`` would, with paths under ``root``."""
+    if not GlobalHydra.instance().is_initialized():  # initialise once: it costs more than a compose
+        initialize_config_dir(config_dir=str(CONF), version_base="1.3")
+    return compose(
+        config_name="config",
+        overrides=[f"paths.cache_dir={root / 'cache'}", f"paths.run_dir={root / 'run'}", *overrides],
+    )
+
+
 @pytest.fixture
 def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     """``compose_cfg("setup=kd", ...)``: the app's config with paths pointed into tmp_path."""
-
-    def _compose(*overrides: str) -> DictConfig:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose(
-                config_name="config",
-                overrides=[
-                    f"paths.cache_dir={tmp_path / 'cache'}",
-                    f"paths.run_dir={tmp_path / 'run'}",
-                    *overrides,
-                ],
-            )
-
-    return _compose
+    return lambda *overrides: compose_config(tmp_path, *overrides)

@@ -8,7 +8,6 @@ from wcse.budget import (
     WC_ROUNDING,
     Cost,
     SampleBudget,
-    matched_wc_samples,
     nominal_flops,
     plan,
     realised_cost,
@@ -33,32 +32,32 @@ def test_default_rounding_is_nearest() -> None:
 
 @pytest.mark.parametrize(("se", "wc"), [(1, 3), (10, 30)])
 def test_gemma2_compute_matched(se: int, wc: int) -> None:
-    assert matched_wc_samples(se, mode="compute", **GEMMA) == wc
+    assert plan(se, mode="compute", **GEMMA).wc_samples == wc
 
 
 def test_gemini_price_matched_and_scaled() -> None:
-    assert matched_wc_samples(1, mode="price", **GEMINI) == 35
-    assert matched_wc_samples(1, mode="price", **GEMINI, rounding="floor") == 35  # not 34.999... -> 34
-    assert matched_wc_samples(1, mode="price", **GEMINI, scale=0.15) == 5  # 5.25
-    assert matched_wc_samples(2, mode="price", **GEMINI) == 70
+    assert plan(1, mode="price", **GEMINI).wc_samples == 35
+    assert plan(1, mode="price", **GEMINI, rounding="floor").wc_samples == 35  # not 34.999... -> 34
+    assert plan(1, mode="price", **GEMINI, scale=0.15).wc_samples == 5  # 5.25
+    assert plan(2, mode="price", **GEMINI).wc_samples == 70
 
 
 def test_number_matched_is_equal() -> None:
     for se in (1, 7, 30):
-        assert matched_wc_samples(se, mode="number", **GEMMA) == se
+        assert plan(se, mode="number", **GEMMA).wc_samples == se
 
 
 def test_rounding_edge_cases() -> None:
     ratio = {"wc_params": 1.0, "se_params": 2.94}
-    assert matched_wc_samples(10, mode="compute", **ratio) == 29  # 29.4
-    assert matched_wc_samples(10, mode="compute", **ratio, rounding="floor") == 29
-    assert matched_wc_samples(10, mode="compute", **ratio, rounding="ceil") == 30
+    assert plan(10, mode="compute", **ratio).wc_samples == 29  # 29.4
+    assert plan(10, mode="compute", **ratio, rounding="floor").wc_samples == 29
+    assert plan(10, mode="compute", **ratio, rounding="ceil").wc_samples == 30
     half = {"wc_params": 2.0, "se_params": 5.0}
-    assert matched_wc_samples(1, mode="compute", **half) == 3  # 2.5: halves go up
-    assert matched_wc_samples(1, mode="compute", **half, rounding="floor") == 2
+    assert plan(1, mode="compute", **half).wc_samples == 3  # 2.5: halves go up
+    assert plan(1, mode="compute", **half, rounding="floor").wc_samples == 2
     # A WC model bigger than the SE one: nearest and ceil still give one sample.
-    assert matched_wc_samples(1, mode="compute", wc_params=27e9, se_params=9e9) == 1
-    assert matched_wc_samples(1, mode="compute", wc_params=27e9, se_params=9e9, rounding="ceil") == 1
+    assert plan(1, mode="compute", wc_params=27e9, se_params=9e9).wc_samples == 1
+    assert plan(1, mode="compute", wc_params=27e9, se_params=9e9, rounding="ceil").wc_samples == 1
 
 
 def test_floor_never_exceeds_the_budget() -> None:
@@ -69,13 +68,13 @@ def test_floor_never_exceeds_the_budget() -> None:
         if se * se_params < wc_params:
             continue  # not even one WC sample fits: floor raises (tested below)
         params = {"wc_params": wc_params, "se_params": se_params}
-        wc = matched_wc_samples(se, mode="compute", **params, rounding="floor")
+        wc = plan(se, mode="compute", **params, rounding="floor").wc_samples
         assert wc * int(wc_params) <= se * int(se_params) < (wc + 1) * int(wc_params)
 
 
 def test_floor_refuses_a_budget_below_one_sample() -> None:
     with pytest.raises(ValueError, match="less than one"):
-        matched_wc_samples(1, mode="compute", wc_params=27e9, se_params=9e9, rounding="floor")
+        plan(1, mode="compute", wc_params=27e9, se_params=9e9, rounding="floor")
 
 
 def test_plan_reports_nominal_and_realised_ratio() -> None:
@@ -105,7 +104,7 @@ def test_plan_reports_nominal_and_realised_ratio() -> None:
 def test_bad_arguments_are_named(kwargs: dict, names: str) -> None:
     se = kwargs.pop("se_samples")
     with pytest.raises(ValueError, match=names):
-        matched_wc_samples(se, **kwargs)
+        plan(se, **kwargs)
 
 
 def test_realised_cost_is_exact() -> None:

@@ -133,10 +133,15 @@ def test_concurrent_writers_never_duplicate(tmp_path: Path) -> None:
     assert store.keys() == set(keys)
 
 
-def test_corrupt_shard_names_file_and_line(tmp_path: Path) -> None:
+def test_corrupt_shard_is_set_aside_and_its_valid_lines_kept(tmp_path: Path, caplog) -> None:
     store = SampleStore(tmp_path)
     store.append([record(r) for r in make_requests(PROMPTS[:2])])
-    bad = tmp_path / "shard-99999999T000000000000Z-bad.jsonl"
-    bad.write_text(store.shards()[0].read_text().splitlines()[0] + '\n{"key": "truncat\n')
-    with pytest.raises(ValueError, match=rf"{bad.name}:2: invalid JSON"):
-        SampleStore(tmp_path).load()
+    first, second = store.shards()[0].read_text().splitlines()
+    good = store.shards()[0]
+    good.write_text(first + "\n" + second[: len(second) // 2] + "\n")  # a torn second line
+    repaired = SampleStore(tmp_path)
+    loaded = repaired.load()
+    assert [s.key for s in loaded] == [json.loads(first)["key"]]  # the valid line survives
+    assert good.with_suffix(".corrupt").exists() and not good.exists()  # kept for inspection
+    assert f"{good.name}:2: invalid JSON" in caplog.text  # the warning names file and line
+    assert SampleStore(tmp_path).keys() == {json.loads(first)["key"]}  # repaired on disk

@@ -106,30 +106,6 @@ def plan(
     return SampleBudget(se_samples, wc_samples, mode, float(ratio), wc_samples / se_samples)
 
 
-def matched_wc_samples(
-    se_samples: int,
-    *,
-    mode: str,
-    wc_params: float | None = None,
-    se_params: float | None = None,
-    wc_price: float | None = None,
-    se_price: float | None = None,
-    scale: float = 1.0,
-    rounding: str = WC_ROUNDING,
-) -> int:
-    """The WC sample count of :func:`plan`, for callers that only need the number."""
-    return plan(
-        se_samples,
-        mode=mode,
-        wc_params=wc_params,
-        se_params=se_params,
-        wc_price=wc_price,
-        se_price=se_price,
-        scale=scale,
-        rounding=rounding,
-    ).wc_samples
-
-
 def nominal_flops(
     n_problems: int, samples_per_problem: int, tokens_per_sample: float, params: float
 ) -> float:

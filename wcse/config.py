@@ -16,6 +16,8 @@ import platformdirs
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from wcse import budget
+
 STAGES = ("pretrain", "dataset", "sample", "verify", "metrics", "train", "evaluate", "report")
 DEFAULT_STAGES = ["dataset", "sample", "verify", "metrics", "train", "evaluate", "report"]
 ROLES = ("wc", "se", "student")
@@ -228,5 +230,22 @@ def validate(cfg: Any) -> None:
     bad_arms = [a for a in cfg.setup.arms if a not in ("wc", "se")]
     if bad_arms:
         raise ValueError(f"setup.arms: unknown arm(s) {bad_arms}; known: ['wc', 'se']")
-    if cfg.budget.mode not in ("compute", "price", "number"):
-        raise ValueError(f"budget.mode={cfg.budget.mode!r}: must be compute, price or number")
+    try:
+        plan_budget(cfg)
+    except ValueError as err:
+        raise ValueError(f"budget={cfg.budget.name} with model_pair={cfg.model_pair.name}: {err}") from None
+
+
+def plan_budget(cfg: Any) -> budget.SampleBudget:
+    """The run's per-problem sample counts, from its budget and model pair."""
+    b, pair = cfg.budget, cfg.model_pair
+    return budget.plan(
+        b.se_samples,
+        mode=b.mode,
+        wc_params=pair.wc.params,
+        se_params=pair.se.params,
+        wc_price=pair.wc.price_out_per_mtok,
+        se_price=pair.se.price_out_per_mtok,
+        scale=b.scale,
+        rounding=b.rounding,
+    )

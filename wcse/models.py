@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from wcse.artifacts import file_sha256
+from wcse.artifacts import HASH_LIMIT_BYTES, file_sha256
 
 TOY_PREFIX = "toy:"
 
@@ -29,11 +29,14 @@ def resolve(path: str, ladder: Mapping[str, Path]) -> str:
 
 def fingerprint(path: str) -> str:
     """Identity of a model for cache keys: a hash of a local folder's weights and config,
-    or the hub id itself (pin a revision in the id to make it immutable)."""
+    or the hub id itself (pin a revision in the id to make it immutable). Files too large to
+    hash on every run are identified by size and modification time."""
     folder = Path(path)
     if not folder.is_dir():
         return path
     h = hashlib.sha256()
     for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("config.json")):
-        h.update(f.name.encode() + file_sha256(f).encode())
+        stat = f.stat()
+        ident = file_sha256(f) if stat.st_size <= HASH_LIMIT_BYTES else f"{stat.st_size}:{stat.st_mtime_ns}"
+        h.update(f"{f.name}:{ident}".encode())
     return h.hexdigest()[:16]

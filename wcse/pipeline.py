@@ -16,7 +16,7 @@ import json
 import logging
 import shutil
 import time
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from wcse import budget as budget_lib
 from wcse import models
 from wcse.artifacts import Cache, MissingArtifact, digest, file_sha256
-from wcse.config import STAGES
+from wcse.config import STAGES, plan_budget
 from wcse.data import prompts
 from wcse.data.registry import SPLITS, load_problems
 from wcse.evaluate import eval_requests, evaluate
@@ -92,11 +92,13 @@ class Pipeline:
             return {role: self.pretrained(role) for role in ladder.ROLES}
         return {role: ladder.SHIPPED / role for role in ladder.ROLES}
 
+    @cache  # noqa: B019 - one Pipeline per run; hashing weights once per run is the point
     def model_path(self, role: str, *, target: bool = False) -> str:
         spec = self.cfg.model_pair[role]
         path = (spec.target or spec.path) if target else spec.path
         return models.resolve(path, self.ladder)
 
+    @cache  # noqa: B019
     def model_id(self, role: str, *, target: bool = False) -> str:
         """Name plus content fingerprint: cache keys change when the weights do."""
         path = self.model_path(role, target=target)
@@ -179,17 +181,7 @@ class Pipeline:
     # ----------------------------------------------------------------- budget + sampling
     @cached_property
     def budget(self) -> budget_lib.SampleBudget:
-        b, pair = self.cfg.budget, self.cfg.model_pair
-        return budget_lib.plan(
-            b.se_samples,
-            mode=b.mode,
-            wc_params=pair.wc.params,
-            se_params=pair.se.params,
-            wc_price=pair.wc.price_out_per_mtok,
-            se_price=pair.se.price_out_per_mtok,
-            scale=b.scale,
-            rounding=b.rounding,
-        )
+        return plan_budget(self.cfg)
 
     def n_samples(self, role: str) -> int:
         return self.budget.wc_samples if role == "wc" else self.budget.se_samples
@@ -208,6 +200,7 @@ class Pipeline:
         key = digest({"model": self.model_id(role), "dataset": self.dataset_id, "params": self.sampling_params})
         return SampleStore(self.cache.root / "samples" / key)
 
+    @cache  # noqa: B019
     def requests(self, role: str) -> list[SampleRequest]:
         train = self.problems["train"]
         shots = prompts.exemplars(self.cfg.dataset.prompt, train)
@@ -241,7 +234,7 @@ class Pipeline:
                 "stage 'sample' is not in `stages`"
             )
         if not missing:
-            return ensure_samples(store, None, requests)
+            return store.select([r.key for r in requests])
         s = self.cfg.sampler
         sampler = self.sampler(
             self.model_path(role), temperature=s.temperature, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size
@@ -323,19 +316,7 @@ class Pipeline:
                 output_dir=str(out),
                 data_path=str(data_dir / "sft.jsonl"),
                 base_model=self.model_path(target, target=True),
-                max_steps=trainer["max_steps"],
-                per_device_batch_size=trainer["per_device_batch_size"],
-                gradient_accumulation_steps=trainer["gradient_accumulation_steps"],
-                learning_rate=trainer["learning_rate"],
-                lr_scheduler=trainer["lr_scheduler"],
-                warmup_ratio=trainer["warmup_ratio"],
-                weight_decay=trainer["weight_decay"],
-                max_length=trainer["max_length"],
-                seed=trainer["seed"],
-                deepspeed=trainer["deepspeed"],
-                nprocs=trainer["nprocs"],
-                launcher=trainer["launcher"],
-                bf16=trainer["bf16"],
+                **{k: v for k, v in trainer.items() if k != "name"},  # the trainer group is a spec minus paths
             )
             run_training(spec, log_path=out / "train.log")
 

@@ -1,0 +1,90 @@
+"""The whole method end to end on a tiny toy configuration, and the cache behaviour around it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, compose_config
+from wcse.config import validate
+from wcse.pipeline import Pipeline
+
+
+def run(root: Path, *overrides: str) -> dict:
+    cfg = compose_config(root, "experiment=toy_tiny", *overrides)
+    validate(cfg)
+    return Pipeline(cfg).run()
+
+
+def shards(root: Path) -> set[Path]:
+    return set((root / "cache" / "samples").rglob("shard-*.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("e2e")
+    return root, run(root, "setup=w2s", "budget=low")
+
+
+def test_summary_carries_the_figures_of_the_method(tiny) -> None:
+    root, summary = tiny
+    assert json.loads((root / "run" / "summary.json").read_text()) == json.loads(json.dumps(summary, default=str))
+    assert summary["budget"]["se_samples"] == 1 and summary["budget"]["wc_samples"] == 3
+    sampling = summary["sampling"]
+    assert sampling["wc"]["samples"] == 3 * 40 and sampling["se"]["samples"] == 40
+    for arm in ("wc", "se"):
+        assert sampling[arm]["generated_tokens"] > 0 and sampling[arm]["flops"] > 0
+        data = summary["data"][arm]
+        assert 0 <= data["coverage"] <= 1 and data["diversity"] >= 0 and "fpr" in data
+        assert set(data["per_level"]) <= {"1", "2", "3", "4", "5"}
+        result = summary["finetune"]["arms"][arm]
+        assert 0 <= result["pass@1"] <= 1 and result["n"] == 40
+    # compute-matched: 3x the samples of a 1/3.04x-sized model cost about the same FLOPs
+    assert 0.6 < summary["realised_flops_ratio_wc_over_se"] < 1.6
+    assert summary["finetune"]["target"] == "se" and summary["finetune"]["best_arm"] in ("wc", "se")
+    assert summary["train"]["wc"]["steps"] == 6
+
+
+def test_a_repeat_run_redoes_nothing(tiny) -> None:
+    root, _ = tiny
+    before = shards(root)
+    summary = run(root, "setup=w2s", "budget=low")
+    assert all(event["cached"] for event in summary["artifacts"])
+    assert shards(root) == before
+
+
+def test_another_setup_reuses_the_samples(tiny) -> None:
+    root, _ = tiny
+    before = shards(root)
+    summary = run(root, "setup=kd", "budget=low")
+    assert shards(root) == before  # no new generation
+    built = {e["stage"] for e in summary["artifacts"] if not e["cached"]}
+    assert built <= {"train", "evaluate"}
+    assert summary["finetune"]["target"] == "student"
+
+
+def test_a_higher_budget_generates_only_the_difference(tiny) -> None:
+    root, _ = tiny
+    before = {s.read_text() for s in shards(root)}
+    summary = run(root, "setup=kd", "budget=high", "stages=[dataset,sample,verify,metrics]")
+    new = [s for s in shards(root) if s.read_text() not in before]
+    new_samples = sum(len(s.read_text().splitlines()) for s in new)
+    assert new_samples == (30 - 3) * 40 + (10 - 1) * 40
+    assert summary["data"]["wc"]["k"] == 30
+
+
+def test_stage_subset_without_its_inputs_names_the_missing_stage(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="stage 'sample' is not in `stages`"):
+        run(tmp_path, "stages=[verify]")
+
+
+def test_cli_rejects_unknown_option_with_hydras_message() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "wcse.main", "model_pair=gpt5"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode != 0
+    assert "Could not find 'model_pair/gpt5'" in out.stderr and "Available options" in out.stderr

@@ -1,0 +1,87 @@
+"""The toy world: disjoint seeded splits, several valid solution forms, exact step checking."""
+
+from __future__ import annotations
+
+import pytest
+
+from wcse.toy import world
+from wcse.toy.tokenizer import build_tokenizer, prompt
+
+
+@pytest.fixture(scope="module")
+def train():
+    return world.generate("train", 400, 0)
+
+
+def test_generation_is_seeded_and_splits_are_disjoint() -> None:
+    assert [p.question for p in world.generate("test", 50, 0)] == [p.question for p in world.generate("test", 50, 0)]
+    questions = {s: {p.question for p in world.generate(s, 1500, 0)} for s in ("train", "validation", "test")}
+    assert not questions["train"] & questions["test"]
+    assert not questions["train"] & questions["validation"]
+    assert not questions["validation"] & questions["test"]
+
+
+def test_problems_have_the_requested_levels_and_stay_in_the_vocabulary(train) -> None:
+    tokenizer = build_tokenizer()
+    assert {p.level for p in train} == set(world.LEVELS)
+    for p in train:
+        assert len(p.meta["steps"]) == p.level
+        assert all(0 <= v <= world.MAX_VALUE for v in p.meta["values"])
+        ids = tokenizer(prompt(p.question) + " " + p.solution).input_ids
+        assert tokenizer.unk_token_id not in ids
+        assert len(ids) < 128
+
+
+def test_every_generated_form_is_correct_and_forms_differ(train) -> None:
+    n_forms = []
+    for p in train[:150]:
+        forms = list(world.solution_forms(p.meta, 20, seed=1))
+        n_forms.append(len(forms))
+        for form in forms:
+            check = world.check_solution(form, p.meta, p.answer)
+            assert check.answer_correct and check.steps_correct and check.status == "ok", form
+    assert min(n_forms) >= 2  # even one-step problems: phrasing / operand order / restatement
+    assert sum(n_forms) / len(n_forms) > 8
+
+
+def _problem(question_start: int = 12, gain: int = 5, loss: int = 3):
+    steps = [["+", question_start, gain], ["-", "#0", loss]]
+    values = [question_start + gain, question_start + gain - loss]
+    return {"steps": steps, "values": values, "people": {"Mia": question_start}}, str(values[-1])
+
+
+CASES = [
+    # text, answer_correct, steps_correct, status, first_error
+    ("12 + 5 = 17 . 17 - 3 = 14 . #### 14", True, True, "ok", None),
+    ("Mia has 12 . so 5 + 12 = 17 . so 17 - 3 = 14 . #### 14", True, True, "ok", None),
+    ("12 + 5 = 18 . 18 - 3 = 14 . #### 14", True, False, "ok", 0),  # slip, then a compensating slip
+    ("12 + 6 = 18 . 18 - 4 = 14 . #### 14", True, False, "ok", 0),  # misread quantities, right total
+    ("12 + 5 = 17 . 17 - 3 = 15 . #### 15", False, False, "ok", 1),  # arithmetic slip
+    ("12 + 5 = 17 . #### 14", True, False, "ok", 1),  # a step is missing
+    ("Mia has 11 . 12 + 5 = 17 . 17 - 3 = 14 . #### 14", True, False, "ok", 0),  # wrong restatement
+    ("17 - 3 = 14 . 12 + 5 = 17 . #### 14", True, False, "ok", 0),  # uses a value before it exists
+    ("12 + 5 = 17 . 17 - 3 = 14 .", False, False, "no_answer", None),
+    ("12 plus 5 is 17 . #### 14", True, False, "malformed", 0),
+]
+
+
+@pytest.mark.parametrize("text,answer_ok,steps_ok,status,first_error", CASES)
+def test_step_checker(text, answer_ok, steps_ok, status, first_error) -> None:
+    meta, gold = _problem()
+    check = world.check_solution(text, meta, gold)
+    assert (check.answer_correct, check.steps_correct, check.status, check.first_error) == (
+        answer_ok, steps_ok, status, first_error
+    )
+
+
+def test_subtraction_operands_are_ordered_but_sums_commute() -> None:
+    meta, gold = _problem()
+    assert world.check_solution("5 + 12 = 17 . 17 - 3 = 14 . #### 14", meta, gold).steps_correct
+    assert not world.check_solution("12 + 5 = 17 . 3 - 17 = 14 . #### 14", meta, gold).steps_correct
+
+
+def test_independent_steps_may_come_in_any_order() -> None:
+    p = next(p for p in world.generate("train", 300, 3) if p.subject == "two_people" and p.level >= 3)
+    orders = {tuple(line for line in f.split(" . ") if "=" in line) for f in world.solution_forms(p.meta, 40)}
+    firsts = {order[0].replace("so ", "") for order in orders}
+    assert len(firsts) >= 2, "two people's totals can be computed in either order"
