@@ -101,3 +101,6 @@ def test_cross_field_checks_name_the_key(compose_cfg) -> None:
     cfg = compose_cfg("setup.target=teacher")
     with pytest.raises(ValueError, match="setup.target"):
         validate(cfg)
+    cfg = compose_cfg("sampler.backend=tgi")
+    with pytest.raises(ValueError, match="sampler.backend='tgi'"):
+        validate(cfg)

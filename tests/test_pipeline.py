@@ -88,3 +88,15 @@ def test_cli_rejects_unknown_option_with_hydras_message() -> None:
     )
     assert out.returncode != 0
     assert "Could not find 'model_pair/gpt5'" in out.stderr and "Available options" in out.stderr
+
+
+def test_a_damaged_artifact_is_rebuilt_in_a_real_run(tiny) -> None:
+    root, first = tiny
+    verdicts = next((root / "cache" / "verify").glob("*/verdicts.jsonl"))
+    text = verdicts.read_text()
+    verdicts.write_text(text.replace('"correct": true', '"correct": false', 1) if '"correct": true' in text else text[:-2])
+    summary = run(root, "setup=w2s", "budget=low", "stages=[dataset,sample,verify,metrics]")
+    rebuilt = [e for e in summary["artifacts"] if not e["cached"]]
+    assert [e["stage"] for e in rebuilt] == ["verify"]
+    assert verdicts.read_text() == text  # rebuilt from the samples, not the tampered copy
+    assert summary["data"] == first["data"]

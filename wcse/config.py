@@ -21,6 +21,7 @@ from wcse import budget
 STAGES = ("pretrain", "dataset", "sample", "verify", "metrics", "train", "evaluate", "report")
 DEFAULT_STAGES = ["dataset", "sample", "verify", "metrics", "train", "evaluate", "report"]
 ROLES = ("wc", "se", "student")
+SAMPLER_BACKENDS = ("hf",)
 
 
 @dataclass
@@ -230,6 +231,8 @@ def validate(cfg: Any) -> None:
     bad_arms = [a for a in cfg.setup.arms if a not in ("wc", "se")]
     if bad_arms:
         raise ValueError(f"setup.arms: unknown arm(s) {bad_arms}; known: ['wc', 'se']")
+    if cfg.sampler.backend not in SAMPLER_BACKENDS:
+        raise ValueError(f"sampler.backend={cfg.sampler.backend!r}: available backends are {list(SAMPLER_BACKENDS)}")
     try:
         plan_budget(cfg)
     except ValueError as err:

@@ -106,8 +106,6 @@ class Pipeline:
 
     def sampler(self, model_path: str, *, temperature: float, max_new_tokens: int, batch_size: int) -> HFSampler:
         s = self.cfg.sampler
-        if s.backend != "hf":
-            raise ValueError(f"sampler.backend={s.backend!r}: only 'hf' is available in this version")
         return HFSampler(
             model_path,
             batch_size=batch_size,
@@ -132,11 +130,18 @@ class Pipeline:
 
     def pretrained(self, role: str) -> Path:
         """One rung of the ladder, pretrained by wcse.toy.pretrain (cached by its recipe)."""
-        from wcse.toy.pretrain import pretrain_model
+        from wcse.toy.pretrain import RECIPE_VERSION, pretrain_model
 
         toy = _plain(self.cfg.toy)
         payload = {k: toy[k] for k in ("corpus_size", "batch_size", "seed")}
-        payload |= {"role": role, "model": toy["models"][role], "test": self.dataset_key}
+        payload |= {
+            "role": role,
+            "model": toy["models"][role],
+            "recipe": RECIPE_VERSION,
+            # where its pass@1 is measured: the test split and the evaluator, not the whole dataset
+            "test": digest([p.id for p in self.problems[self.cfg.evaluator.split]]),
+            "evaluator": _plain(self.cfg.evaluator),
+        }
         return self.cache.get_or_build(
             "pretrain",
             payload,
@@ -275,7 +280,7 @@ class Pipeline:
             write_jsonl(out / "verdicts.jsonl", verdicts)
             kept = [
                 {"prompt": prompts.zero_shot(self.cfg.dataset.prompt, problems[s.problem_id]), "completion": " " + s.text.strip(), "problem_id": s.problem_id}
-                for s, v in zip(samples, verdicts)
+                for s, v in zip(samples, verdicts, strict=True)
                 if v.correct
             ]
             with open(out / "sft.jsonl", "w", encoding="utf-8") as fh:

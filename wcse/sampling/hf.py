@@ -109,7 +109,7 @@ class HFSampler:
             for begin in range(0, len(group), self.batch_size):
                 batch = group[begin : begin + self.batch_size]
                 done = self._generate_batch([requests[i] for i in batch], [prompt_ids[i] for i in batch])
-                for i, sample in zip(batch, done):
+                for i, sample in zip(batch, done, strict=True):
                     samples[i] = sample
         return samples  # type: ignore[return-value]
 
@@ -132,7 +132,7 @@ class HFSampler:
         new_ids = output[:, inputs["input_ids"].shape[1] :].tolist()
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
         samples = []
-        for request, ids, n_prompt in zip(requests, new_ids, prompt_tokens):
+        for request, ids, n_prompt in zip(requests, new_ids, prompt_tokens, strict=True):
             stop = next((pos for pos, token in enumerate(ids) if token in self.eos_ids), None)
             completion = ids if stop is None else ids[: stop + 1]
             samples.append(

@@ -35,6 +35,7 @@ from wcse.train.sft import TrainSpec
 log = logging.getLogger(__name__)
 
 CORPUS_SEED_OFFSET = 1_000_003  # keeps the corpus stream apart from the dataset's train split
+RECIPE_VERSION = 1  # bump when the corpus or the training recipe changes: it is part of the cache key
 
 
 def write_corpus(path: Path, size: int, seed: int) -> None:
