@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-import os
 import random
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED_DATA
 from wcse.data.sources import load_split
 from wcse.verify.answers import check, extract_boxed, extract_gsm8k, last_boxed, top_level_parts
 
-DATA = Path(os.environ.get("WCSE_DATA_DIR", "/work/shared/data"))
+DATA = SHARED_DATA
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark files not found in {DATA}")
 # MATH train rows whose solution ends in an empty \boxed{}: there is no gold to verify against.
 EMPTY_GOLD = {"train/number_theory/7115.json", "train/number_theory/7117.json"}

@@ -2,16 +2,16 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED_DATA
 from wcse.data.sources import FORMATS, carve_validation, load_split
 from wcse.records import Problem
 
-DATA = Path(os.environ.get("WCSE_DATA_DIR", "/work/shared/data"))
+DATA = SHARED_DATA
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark files not found in {DATA}")
 
 # (format, split, file, rows in the published release)
