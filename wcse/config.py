@@ -21,7 +21,7 @@ from wcse import budget
 STAGES = ("pretrain", "dataset", "sample", "verify", "metrics", "train", "evaluate", "report")
 DEFAULT_STAGES = ["dataset", "sample", "verify", "metrics", "train", "evaluate", "report"]
 ROLES = ("wc", "se", "student")
-SAMPLER_BACKENDS = ("hf",)
+SAMPLER_BACKENDS = ("hf", "vllm", "openai")
 
 
 @dataclass
@@ -98,8 +98,16 @@ class SetupConfig:
 
 
 @dataclass
+class ShardConfig:
+    """Data-parallel sampling: job ``index`` of ``count`` samples a disjoint slice of problems."""
+
+    index: int = 0
+    count: int = 1
+
+
+@dataclass
 class SamplerConfig:
-    backend: str = "hf"
+    backend: str = "hf"  # hf | vllm | openai
     temperature: float = 0.7
     top_p: float = 1.0
     max_new_tokens: int = 128
@@ -107,6 +115,18 @@ class SamplerConfig:
     seed: int = 0
     dtype: str = "float32"
     device: str = "auto"
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    # vllm
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+    gpu_memory_utilization: float = 0.9
+    # openai-compatible servers
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this environment variable only
+    concurrency: int = 16
+    timeout_s: float = 120.0
+    max_retries: int = 8
 
 
 @dataclass
@@ -233,6 +253,9 @@ def validate(cfg: Any) -> None:
         raise ValueError(f"setup.arms: unknown arm(s) {bad_arms}; known: ['wc', 'se']")
     if cfg.sampler.backend not in SAMPLER_BACKENDS:
         raise ValueError(f"sampler.backend={cfg.sampler.backend!r}: available backends are {list(SAMPLER_BACKENDS)}")
+    shard = cfg.sampler.shard
+    if not 0 <= shard.index < shard.count:
+        raise ValueError(f"sampler.shard: index {shard.index} is not in [0, count={shard.count})")
     try:
         plan_budget(cfg)
     except ValueError as err:

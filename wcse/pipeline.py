@@ -11,7 +11,6 @@ are the first ones of the high budget's, so raising the budget only generates th
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import shutil
@@ -31,7 +30,7 @@ from wcse.data.registry import SPLITS, load_problems
 from wcse.evaluate import eval_requests, evaluate
 from wcse.metrics import data_metrics
 from wcse.records import Problem, Sample, Verdict, read_jsonl, write_jsonl
-from wcse.sampling.hf import HFSampler
+from wcse.sampling.backends import in_shard, open_sampler
 from wcse.sampling.store import SampleRequest, SampleStore, ensure_samples, sample_key, sample_seed
 from wcse.toy import ladder
 from wcse.train.launch import run_training
@@ -103,18 +102,6 @@ class Pipeline:
         """Name plus content fingerprint: cache keys change when the weights do."""
         path = self.model_path(role, target=target)
         return f"{self.cfg.model_pair[role].name}@{models.fingerprint(path)}"
-
-    def sampler(self, model_path: str, *, temperature: float, max_new_tokens: int, batch_size: int) -> HFSampler:
-        s = self.cfg.sampler
-        return HFSampler(
-            model_path,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=s.top_p,
-            device=s.device,
-            dtype=s.dtype,
-        )
 
     # ----------------------------------------------------------------- pretrain (toy)
     def stage_pretrain(self) -> dict[str, Any]:
@@ -229,31 +216,36 @@ class Pipeline:
                 )
         return out
 
-    def samples(self, role: str) -> list[Sample]:
-        """The budget's samples of ``role``: generated now only where the store lacks them."""
+    def samples(self, role: str, *, shard_only: bool = False) -> list[Sample]:
+        """The budget's samples of ``role``: generated now only where the store lacks them.
+
+        With ``shard_only``, only this data-parallel job's slice of problems is generated and
+        returned; the jobs share one store, and a later unsharded run finds every sample there.
+        """
         store, requests = self.store(role), self.requests(role)
+        shard = self.cfg.sampler.shard
+        if shard_only and shard.count > 1:
+            requests = [r for r in requests if in_shard(r.problem_id, shard.index, shard.count)]
+            log.info("sample [%s]: data-parallel shard %d of %d: %d requests", role, shard.index, shard.count, len(requests))
         missing = len({r.key for r in requests} - store.keys())
-        if missing and "sample" not in self.cfg.stages:
-            raise MissingArtifact(
-                f"sample [{role}]: {missing} of {len(requests)} samples are not in {store.root} and "
-                "stage 'sample' is not in `stages`"
-            )
         if not missing:
             return store.select([r.key for r in requests])
+        if "sample" not in self.cfg.stages or (shard.count > 1 and not shard_only):
+            raise MissingArtifact(
+                f"sample [{role}]: {missing} of {len(requests)} samples are not in {store.root}; "
+                + ("run every shard's sample stage first, then the later stages with sampler.shard.count=1"
+                   if shard.count > 1 else "stage 'sample' is not in `stages`")
+            )
         s = self.cfg.sampler
-        sampler = self.sampler(
-            self.model_path(role), temperature=s.temperature, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size
-        )
-        try:
+        with open_sampler(
+            s, self.model_path(role), temperature=s.temperature, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size
+        ) as sampler:
             return ensure_samples(store, sampler, requests, desc=f"sample {role}")
-        finally:
-            del sampler
-            gc.collect()
 
     def stage_sample(self) -> dict[str, Any]:
         pair, out = self.cfg.model_pair, {}
         for role in ("wc", "se"):
-            samples = self.samples(role)
+            samples = self.samples(role, shard_only=True)
             cost = budget_lib.realised_cost(
                 samples,
                 params=pair[role].params or 0,
@@ -261,11 +253,12 @@ class Pipeline:
                 price_out_per_mtok=pair[role].price_out_per_mtok,
             )
             out[role] = {"samples_per_problem": self.n_samples(role), "store": str(self.store(role).root), **cost.to_dict()}
-        se_flops = out["se"]["flops"]
+        se_flops, se_dollars = out["se"]["flops"], out["se"]["dollars"]
         return {
             "budget": self.budget.to_dict(),
             "sampling": out,
             "realised_flops_ratio_wc_over_se": out["wc"]["flops"] / se_flops if se_flops else None,
+            "realised_dollar_ratio_wc_over_se": out["wc"]["dollars"] / se_dollars if se_dollars else None,
         }
 
     # ----------------------------------------------------------------- verify / filter
@@ -340,10 +333,13 @@ class Pipeline:
         problems = self.problems[e.split][: e.limit] if e.limit else self.problems[e.split]
         params = {"temperature": e.temperature, "top_p": 1.0, "max_new_tokens": e.max_new_tokens}
         requests = eval_requests(model_id, self.dataset_id, self.cfg.dataset.prompt, problems, params, self.cfg.seed)
-        sampler = self.sampler(
-            model_path, temperature=e.temperature, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size
-        )
-        return evaluate(sampler, requests, problems, self.cfg.dataset.format, out_dir)
+        # Finetuned targets are local models: API backends sample, they do not evaluate them.
+        backend = "hf" if self.cfg.sampler.backend == "openai" else self.cfg.sampler.backend
+        sampler_cfg = OmegaConf.merge(self.cfg.sampler, {"backend": backend})
+        with open_sampler(
+            sampler_cfg, model_path, temperature=e.temperature, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size
+        ) as sampler:
+            return evaluate(sampler, requests, problems, self.cfg.dataset.format, out_dir)
 
     def evaluation(self, label: str, model_path: str, model_id: str) -> dict[str, Any]:
         payload = {"model": model_id, "dataset": self.dataset_id, "evaluator": _plain(self.cfg.evaluator), "v": 1}

@@ -33,6 +33,16 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
                 f"{_pct(fpr['value'])} ({_pct(fpr['low'])}-{_pct(fpr['high'])})",
             )
         console.print(table)
+    if "budget" in summary:
+        b = summary["budget"]
+        realised = summary.get("realised_flops_ratio_wc_over_se")
+        dollars = summary.get("realised_dollar_ratio_wc_over_se")
+        console.print(
+            f"budget {b['mode']}-matched: {b['se_samples']} SE vs {b['wc_samples']} WC samples per problem "
+            f"(nominal ratio {b['nominal_ratio']:.2f}); realised WC/SE cost: "
+            + (f"{realised:.2f}x in FLOPs" if realised else "FLOPs unknown")
+            + (f", {dollars:.2f}x in dollars" if dollars else "")
+        )
     if "finetune" in summary:
         ft = summary["finetune"]
         table = Table(title=f"Finetuning {ft['target_model']} (setup {ft['setup']}); base pass@1 {_pct(ft['base_pass@1'])}")

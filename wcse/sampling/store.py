@@ -209,8 +209,11 @@ def ensure_samples(
             samples = sampler.generate(chunk)
             if [s.key for s in samples] != [r.key for r in chunk]:
                 raise RuntimeError(f"sampler {sampler.name!r} did not return one sample per request, in order")
-            store.append(samples)
+            added = store.append(samples)
             tokens += sum(s.generated_tokens for s in samples)
             bar.update(len(chunk))
-            bar.set_postfix_str(f"{tokens / (time.perf_counter() - start):.0f} tok/s")
+            rate = tokens / (time.perf_counter() - start)
+            bar.set_postfix_str(f"{rate:.0f} tok/s")
+            log.info("%s: stored %d samples (%d/%d done, %.0f tok/s) in %s", desc or sampler.name, added,
+                     begin + len(chunk), len(missing), rate, store.root)
     return store.select([r.key for r in requests])
