@@ -195,11 +195,10 @@ class Pipeline:
     @cache  # noqa: B019
     def requests(self, role: str) -> list[SampleRequest]:
         train = self.problems["train"]
-        shots = prompts.exemplars(self.cfg.dataset.prompt, train)
         model_id, seed = self.model_id(role), self.cfg.sampler.seed
         out = []
         for p in train:
-            prompt = prompts.few_shot(self.cfg.dataset.prompt, p, shots)
+            prompt = prompts.few_shot(self.cfg.dataset.prompt, p)
             for j in range(self.n_samples(role)):
                 s = sample_seed(seed, p.id, j)
                 out.append(
