@@ -136,15 +136,7 @@ class HFSampler:
             stop = next((pos for pos, token in enumerate(ids) if token in self.eos_ids), None)
             completion = ids if stop is None else ids[: stop + 1]
             samples.append(
-                Sample(
-                    key=request.key,
-                    model=request.model,
-                    dataset=request.dataset,
-                    problem_id=request.problem_id,
-                    index=request.index,
-                    seed=request.seed,
-                    params=dict(request.params),
-                    prompt=request.prompt,
+                request.to_sample(
                     text=self.tokenizer.decode(completion, skip_special_tokens=True),
                     prompt_tokens=int(n_prompt),
                     generated_tokens=len(completion),

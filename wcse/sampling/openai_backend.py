@@ -220,15 +220,7 @@ class OpenAISampler:
                 "%s: %s finished with %r; recorded as 'stop' (not cut by max_new_tokens)",
                 self.name, request.key, choice.finish_reason,
             )
-        return Sample(
-            key=request.key,
-            model=request.model,
-            dataset=request.dataset,
-            problem_id=request.problem_id,
-            index=request.index,
-            seed=request.seed,
-            params=dict(request.params),
-            prompt=request.prompt,
+        return request.to_sample(
             text=choice.text,
             prompt_tokens=int(completion.usage.prompt_tokens),
             generated_tokens=int(completion.usage.completion_tokens),

@@ -88,6 +88,27 @@ class SampleRequest:
         key = sample_key(model, dataset, problem_id, index, params, seed)
         return cls(key, model, dataset, problem_id, index, seed, prompt, dict(params))
 
+    def to_sample(
+        self, *, text: str, prompt_tokens: int, generated_tokens: int, finish_reason: str, backend: str, seconds: float
+    ) -> Sample:
+        """The record of this request's generation: its own fields plus what the backend measured."""
+        return Sample(
+            key=self.key,
+            model=self.model,
+            dataset=self.dataset,
+            problem_id=self.problem_id,
+            index=self.index,
+            seed=self.seed,
+            params=dict(self.params),
+            prompt=self.prompt,
+            text=text,
+            prompt_tokens=prompt_tokens,
+            generated_tokens=generated_tokens,
+            finish_reason=finish_reason,
+            backend=backend,
+            seconds=seconds,
+        )
+
 
 class Sampler(Protocol):
     """A backend: turns requests into samples, one per request, in request order."""
@@ -187,7 +208,7 @@ def ensure_samples(
     sampler: Sampler,
     requests: Sequence[SampleRequest],
     *,
-    flush_every: int = 256,
+    flush_every: int | None = None,
     desc: str = "",
 ) -> list[Sample]:
     """The samples for ``requests`` in request order, generating only those not yet stored.
@@ -204,6 +225,9 @@ def ensure_samples(
     )
     tokens, start = 0, time.perf_counter()
     with tqdm(total=len(missing), unit="sample", desc=desc or sampler.name, disable=not missing) as bar:
+        # A backend that batches internally (vLLM) states the chunk that keeps it busy; a killed run
+        # loses at most one chunk.
+        flush_every = flush_every or getattr(sampler, "chunk_size", 256)
         for begin in range(0, len(missing), flush_every):
             chunk = missing[begin : begin + flush_every]
             samples = sampler.generate(chunk)
