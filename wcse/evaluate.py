@@ -10,7 +10,7 @@ from typing import Any
 from wcse.data import prompts
 from wcse.metrics import Rate, wilson_interval
 from wcse.records import Problem, Sample, Verdict, write_jsonl
-from wcse.sampling.store import SampleRequest, sample_key, sample_seed
+from wcse.sampling.store import SampleRequest
 from wcse.verify.verifier import verify_samples
 
 
@@ -18,22 +18,18 @@ def eval_requests(
     model_id: str, dataset_id: str, prompt_id: str, problems: Sequence[Problem], params: dict[str, Any], seed: int
 ) -> list[SampleRequest]:
     """One zero-shot request per problem (sample index 0)."""
-    requests = []
-    for p in problems:
-        s = sample_seed(seed, p.id, 0)
-        requests.append(
-            SampleRequest(
-                key=sample_key(model_id, dataset_id, p.id, 0, params, s),
-                model=model_id,
-                dataset=dataset_id,
-                problem_id=p.id,
-                index=0,
-                seed=s,
-                prompt=prompts.zero_shot(prompt_id, p),
-                params=params,
-            )
+    return [
+        SampleRequest.create(
+            model=model_id,
+            dataset=dataset_id,
+            problem_id=p.id,
+            index=0,
+            prompt=prompts.zero_shot(prompt_id, p),
+            params=params,
+            base_seed=seed,
         )
-    return requests
+        for p in problems
+    ]
 
 
 def score(problems: Sequence[Problem], verdicts: Sequence[Verdict]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from wcse.evaluate import eval_requests, evaluate
 from wcse.metrics import data_metrics
 from wcse.records import Problem, Sample, Verdict, read_jsonl, write_jsonl
 from wcse.sampling.backends import in_shard, open_sampler
-from wcse.sampling.store import SampleRequest, SampleStore, ensure_samples, sample_key, sample_seed
+from wcse.sampling.store import SampleRequest, SampleStore, ensure_samples
 from wcse.toy import ladder
 from wcse.train.launch import run_training
 from wcse.train.sft import TrainSpec
@@ -188,6 +188,7 @@ class Pipeline:
             "prompt": prompts.template(self.cfg.dataset.prompt).version,
         }
 
+    @cache  # noqa: B019 - one store object per role: each shard is parsed once per run
     def store(self, role: str) -> SampleStore:
         key = digest({"model": self.model_id(role), "dataset": self.dataset_id, "params": self.sampling_params})
         return SampleStore(self.cache.root / "samples" / key)
@@ -195,25 +196,20 @@ class Pipeline:
     @cache  # noqa: B019
     def requests(self, role: str) -> list[SampleRequest]:
         train = self.problems["train"]
-        model_id, seed = self.model_id(role), self.cfg.sampler.seed
-        out = []
-        for p in train:
-            prompt = prompts.few_shot(self.cfg.dataset.prompt, p)
-            for j in range(self.n_samples(role)):
-                s = sample_seed(seed, p.id, j)
-                out.append(
-                    SampleRequest(
-                        key=sample_key(model_id, self.dataset_id, p.id, j, self.sampling_params, s),
-                        model=model_id,
-                        dataset=self.dataset_id,
-                        problem_id=p.id,
-                        index=j,
-                        seed=s,
-                        prompt=prompt,
-                        params=self.sampling_params,
-                    )
-                )
-        return out
+        prompt_of = {p.id: prompts.few_shot(self.cfg.dataset.prompt, p) for p in train}  # once per problem
+        return [
+            SampleRequest.create(
+                model=self.model_id(role),
+                dataset=self.dataset_id,
+                problem_id=p.id,
+                index=j,
+                prompt=prompt_of[p.id],
+                params=self.sampling_params,
+                base_seed=self.cfg.sampler.seed,
+            )
+            for p in train
+            for j in range(self.n_samples(role))
+        ]
 
     def samples(self, role: str, *, shard_only: bool = False) -> list[Sample]:
         """The budget's samples of ``role``: generated now only where the store lacks them.
@@ -261,6 +257,7 @@ class Pipeline:
         }
 
     # ----------------------------------------------------------------- verify / filter
+    @cache  # noqa: B019 - validated (hashed) once per run, however many stages read it
     def verified(self, role: str) -> Path:
         """Verdicts for the budget's samples and the SFT data they leave (strict filter)."""
         payload = {"samples": [r.key for r in self.requests(role)], "mode": "strict", "v": 1}
@@ -301,6 +298,7 @@ class Pipeline:
         return {"data": out}
 
     # ----------------------------------------------------------------- finetune
+    @cache  # noqa: B019 - validated (hashed) once per run, however many stages read it
     def trained(self, arm: str) -> Path:
         """The setup's target finetuned on ``arm``'s filtered data."""
         target = self.cfg.setup.target
@@ -340,6 +338,7 @@ class Pipeline:
         ) as sampler:
             return evaluate(sampler, requests, problems, self.cfg.dataset.format, out_dir)
 
+    @cache  # noqa: B019 - validated (hashed) once per run, however many stages read it
     def evaluation(self, label: str, model_path: str, model_id: str) -> dict[str, Any]:
         payload = {"model": model_id, "dataset": self.dataset_id, "evaluator": _plain(self.cfg.evaluator), "v": 1}
 
