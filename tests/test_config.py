@@ -67,7 +67,7 @@ def test_every_experiment_composes(compose_cfg, name) -> None:
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
-@pytest.mark.parametrize("group", ["trainer", "sampler", "evaluator", "logger"])
+@pytest.mark.parametrize("group", ["trainer", "sampler", "evaluator", "verifier", "logger"])
 def test_every_option_of_the_other_groups_composes(compose_cfg, group) -> None:
     for option in options(group):
         OmegaConf.to_container(compose_cfg(f"{group}={option}"), resolve=True, throw_on_missing=True)

@@ -87,7 +87,7 @@ def test_sample_depends_only_on_prompt_and_seed(sampler: HFSampler) -> None:
     requests = make_requests(PROMPTS, indices=range(2))
     batched = sampler.generate(requests)  # 12 requests, batches of 4 mixing prompt lengths
     assert [s.key for s in batched] == [r.key for r in requests]
-    for request, sample in zip(requests, batched):
+    for request, sample in zip(requests, batched, strict=True):
         alone = sampler.generate([request])[0]
         assert (alone.text, alone.generated_tokens) == (sample.text, sample.generated_tokens)
 
@@ -95,7 +95,7 @@ def test_sample_depends_only_on_prompt_and_seed(sampler: HFSampler) -> None:
 def test_tokens_and_finish_reasons_match_unbatched_generate(sampler: HFSampler) -> None:
     requests = make_requests(PROMPTS, indices=range(3))
     samples = sampler.generate(requests)
-    for request, sample in zip(requests, samples):
+    for request, sample in zip(requests, samples, strict=True):
         assert (sample.text, sample.generated_tokens, sample.finish_reason) == reference(sampler, request)
         assert sample.prompt_tokens == len(sampler.tokenizer(request.prompt)["input_ids"])
         assert (sample.backend, sample.seed, sample.params) == ("hf", request.seed, dict(request.params))
@@ -111,7 +111,7 @@ def test_different_seeds_give_different_samples(sampler: HFSampler) -> None:
 
 def test_temperature_zero_is_plain_greedy(sampler: HFSampler) -> None:
     requests = make_requests(PROMPTS, temperature=0.0)
-    for request, sample in zip(requests, sampler.generate(requests)):
+    for request, sample in zip(requests, sampler.generate(requests), strict=True):
         inputs = sampler.tokenizer(request.prompt, return_tensors="pt")
         with torch.inference_mode():
             output = sampler.model.generate(**inputs, max_new_tokens=12, do_sample=False)

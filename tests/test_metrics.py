@@ -6,11 +6,14 @@ import random
 import pytest
 
 from wcse.metrics import (
+    ProblemMetrics,
     Rate,
+    computation_signature,
     coverage_at_k,
     data_metrics,
     diversity_at_k,
     normalize_text,
+    per_problem,
     wilson_interval,
 )
 from wcse.records import Sample, Verdict
@@ -52,7 +55,7 @@ def test_diversity_matches_enumeration() -> None:
     for _ in range(60):
         texts, correct = _random_problem(rng)
         n = len(texts)
-        correct_texts = [t for t, ok in zip(texts, correct) if ok]
+        correct_texts = [t for t, ok in zip(texts, correct, strict=True) if ok]
         for k in range(1, n + 1):
             subsets = list(itertools.combinations(range(n), k))
             unique = [len({normalize_text(texts[i]) for i in s if correct[i]}) for s in subsets]
@@ -121,7 +124,7 @@ def _hand_built() -> tuple[list[Sample], list[Verdict]]:
 def test_data_metrics_on_a_hand_built_set() -> None:
     samples, verdicts = _hand_built()
     extra = _sample("p9", 0, "never judged")  # samples without verdicts are not measured
-    out = data_metrics([*samples, extra], verdicts, k=2, levels={"p1": 1, "p2": 2, "p3": 2, "p9": None})
+    out = data_metrics([*samples, extra], verdicts, k=2, groups={"level": {"p1": 1, "p2": 2, "p3": 2, "p9": None}})
     # coverage@2: p1 1 - C(2,2)/C(4,2) = 5/6, p2 1 - C(3,2)/C(4,2) = 1/2, p3 0.
     # diversity@2: p1 has one unique correct solution (m=2) -> 5/6; p2 one (m=1) -> 1/2.
     fpr_low, fpr_high = wilson_interval(1, 2)
@@ -138,16 +141,19 @@ def test_data_metrics_on_a_hand_built_set() -> None:
             "4": pytest.approx(2 / 3),
         },
         "diversity": pytest.approx((5 / 6 + 1 / 2) / 3),
+        "diversity_by_rule": {"exact": pytest.approx((5 / 6 + 1 / 2) / 3), "computation": pytest.approx((5 / 6 + 1 / 2) / 3)},
         "fpr": {"value": 0.5, "low": pytest.approx(fpr_low), "high": pytest.approx(fpr_high), "n": 2},
         "per_level": {
             "1": {
                 "k": 2, "n_problems": 1, "n_samples": 4, "n_correct": 2, "accuracy": 0.5,
                 "coverage": pytest.approx(5 / 6), "diversity": pytest.approx(5 / 6),
+                "diversity_by_rule": {"exact": pytest.approx(5 / 6), "computation": pytest.approx(5 / 6)},
                 "fpr": {"value": 0.5, "low": pytest.approx(fpr_low), "high": pytest.approx(fpr_high), "n": 2},
             },
             "2": {
                 "k": 2, "n_problems": 2, "n_samples": 8, "n_correct": 1, "accuracy": 1 / 8,
                 "coverage": pytest.approx(1 / 4), "diversity": pytest.approx(1 / 4),
+                "diversity_by_rule": {"exact": pytest.approx(1 / 4), "computation": pytest.approx(1 / 4)},
                 "fpr": {"value": None, "low": 0.0, "high": 1.0, "n": 0},
             },
         },
@@ -175,8 +181,50 @@ def test_data_metrics_errors() -> None:
     with pytest.raises(ValueError, match="p1/0"):
         data_metrics(samples, [*verdicts, verdicts[0]], k=1)
     with pytest.raises(ValueError, match="'p3'"):
-        data_metrics(samples, verdicts, k=1, levels={"p1": 1, "p2": 2})
+        data_metrics(samples, verdicts, k=1, groups={"level": {"p1": 1, "p2": 2}})
+    with pytest.raises(ValueError, match="known rules"):
+        data_metrics(samples, verdicts, k=1, rules=["embedding"])
     with pytest.raises(ValueError, match="curve"):
         data_metrics(samples, verdicts, k=1, curve_ks=[5])
     with pytest.raises(ValueError, match="no verdicts"):
         data_metrics(samples, [], k=1)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("3 + 4 = 7, then 7 * 2 = 14. #### 14", "First add 3 and 4 to get 7; 7 times 2 gives 14. #### 14", True),
+        ("Total: 1,000 + 500 = 1500", "Total: 1000.0 + 500 = 1,500", True),  # number formats agree
+        ("3 + 4 = 7, 7 * 2 = 14", "2 * 3 = 6, 2 * 4 = 8, 6 + 8 = 14", False),  # another route
+        ("4 + 3 = 7, 7 * 2 = 14", "3 + 4 = 7, 7 * 2 = 14", False),  # another order of first appearance
+        ("x = -2 or x = 2", "x = 2 or x = -2", False),
+    ],
+)
+def test_computation_signature(a: str, b: str, same: bool) -> None:
+    assert (computation_signature(a) == computation_signature(b)) is same
+    assert (normalize_text(a) == normalize_text(b)) is (a == b)  # exact match is stricter here
+
+
+def test_diversity_with_the_semantic_rule_matches_monte_carlo() -> None:
+    rng = random.Random(2)
+    forms = ["3 + 4 = 7; 7 * 2 = 14", "Adding 3 and 4 gives 7, and 7 times 2 is 14", "2 * 3 = 6; 2 * 4 = 8; 6 + 8 = 14"]
+    n, k = 12, 5
+    texts = [rng.choice(forms) for _ in range(n)]
+    correct = [rng.random() < 0.7 for _ in range(n)]
+    exact = diversity_at_k([t for t, ok in zip(texts, correct, strict=True) if ok], n, k, computation_signature)
+    draws = [rng.sample(range(n), k) for _ in range(40000)]
+    mc = sum(len({computation_signature(texts[i]) for i in d if correct[i]}) for d in draws) / len(draws)
+    assert exact == pytest.approx(mc, abs=0.02)
+    assert exact < diversity_at_k([t for t, ok in zip(texts, correct, strict=True) if ok], n, k)  # paraphrases merge
+
+
+def test_groups_and_the_per_problem_table() -> None:
+    samples, verdicts = _hand_built()
+    out = data_metrics(samples, verdicts, k=2, groups={"subject": {"p1": "algebra", "p2": "geometry", "p3": "algebra"}})
+    assert list(out["per_subject"]) == ["algebra", "geometry"]
+    assert out["per_subject"]["algebra"]["n_problems"] == 2
+    rows = per_problem(samples, verdicts, k=2, rules=["exact"])
+    assert rows[0] == ProblemMetrics("p1", 4, 2, pytest.approx(5 / 6), {"exact": pytest.approx(5 / 6)}, 2, 1)
+    assert [(r.problem_id, r.n_correct, r.steps_checked) for r in rows] == [("p1", 2, 2), ("p2", 1, 0), ("p3", 0, 0)]
+    mean = sum(r.coverage for r in rows) / len(rows)
+    assert mean == pytest.approx(data_metrics(samples, verdicts, k=2)["coverage"])  # the table adds up

@@ -22,6 +22,7 @@ STAGES = ("pretrain", "dataset", "sample", "verify", "metrics", "train", "evalua
 DEFAULT_STAGES = ["dataset", "sample", "verify", "metrics", "train", "evaluate", "report"]
 ROLES = ("wc", "se", "student")
 SAMPLER_BACKENDS = ("hf", "vllm", "openai")
+VERIFY_METHODS = ("answer", "judge", "none")
 
 
 @dataclass
@@ -158,6 +159,30 @@ class EvaluatorConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """An LLM judge: any model behind any sampler backend, reading a versioned judge prompt."""
+
+    name: str = MISSING  # short label used in cache keys and reports
+    path: str = MISSING  # local folder, hub id, or API model id (sampler.backend=openai)
+    prompt: str = MISSING  # judge prompt id: "steps" (FPR) or "answer" (label-free); wcse/verify/judge_prompts/
+    chat: bool = True  # render the judge model's chat template (instruct judges); False: raw text
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(temperature=0.0, max_new_tokens=1024))
+    max_samples: int | None = 500  # per arm, for FPR: a seeded subset of the correct samples is judged
+
+
+@dataclass
+class VerifierConfig:
+    name: str = MISSING
+    method: str = "answer"  # answer: ground truth | judge: label-free, the judge decides | none: keep all
+    mode: str = "strict"  # strict for filtering (the evaluator always grades lenient)
+    workers: int | None = None  # verifier processes (None: the usable CPUs)
+    timeout_s: float | None = None  # per sample (None: the format's default)
+    chunk_size: int | None = None
+    judge: JudgeConfig | None = None  # an "answer" judge decides (method=judge); a "steps" judge gives FPR
+    diversity_rules: list[str] = field(default_factory=lambda: ["exact", "computation"])
+
+
+@dataclass
 class LoggerConfig:
     backend: str = "none"  # none | wandb
     project: str = "wcse"
@@ -203,6 +228,7 @@ class Config:
     sampler: SamplerConfig = MISSING
     trainer: TrainerConfig = MISSING
     evaluator: EvaluatorConfig = MISSING
+    verifier: VerifierConfig = MISSING
     logger: LoggerConfig = MISSING
     paths: PathsConfig = MISSING
     toy: ToyConfig = field(default_factory=ToyConfig)
@@ -218,6 +244,7 @@ GROUPS: dict[str, type] = {
     "sampler": SamplerConfig,
     "trainer": TrainerConfig,
     "evaluator": EvaluatorConfig,
+    "verifier": VerifierConfig,
     "logger": LoggerConfig,
     "paths": PathsConfig,
 }
@@ -253,6 +280,23 @@ def validate(cfg: Any) -> None:
         raise ValueError(f"setup.arms: unknown arm(s) {bad_arms}; known: ['wc', 'se']")
     if cfg.sampler.backend not in SAMPLER_BACKENDS:
         raise ValueError(f"sampler.backend={cfg.sampler.backend!r}: available backends are {list(SAMPLER_BACKENDS)}")
+    v = cfg.verifier
+    if v.method not in VERIFY_METHODS:
+        raise ValueError(f"verifier.method={v.method!r}: must be one of {list(VERIFY_METHODS)}")
+    if v.mode not in ("strict", "lenient"):
+        raise ValueError(f"verifier.mode={v.mode!r}: must be strict or lenient")
+    if v.method == "judge" and v.judge is None:
+        raise ValueError("verifier.method=judge: label-free verification needs verifier.judge (e.g. verifier=judge)")
+    if v.judge is not None:
+        from wcse.verify import judge  # its prompt files, not a model: cheap
+
+        kind = judge.template(v.judge.prompt).kind
+        wanted = "answer" if v.method == "judge" else "steps"
+        if kind != wanted:
+            raise ValueError(
+                f"verifier.judge.prompt={v.judge.prompt!r} is a {kind!r} prompt; verifier.method={v.method} "
+                f"needs a {wanted!r} prompt ({'label-free decisions' if wanted == 'answer' else 'step-level FPR'})"
+            )
     shard = cfg.sampler.shard
     if not 0 <= shard.index < shard.count:
         raise ValueError(f"sampler.shard: index {shard.index} is not in [0, count={shard.count})")

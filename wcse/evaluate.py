@@ -56,10 +56,14 @@ def evaluate(
     problems: Sequence[Problem],
     fmt: str,
     out_dir: Path,
+    **verify_settings: Any,
 ) -> dict[str, Any]:
-    """Generate, verify (lenient, as for evaluation) and score; keep the raw outputs for inspection."""
+    """Generate, verify (lenient, as for evaluation) and score; keep the raw outputs for inspection.
+
+    ``verify_settings``: the verifier pool's (wcse.verify.verifier.check_all).
+    """
     samples: list[Sample] = sampler.generate(requests)
-    verdicts = verify_samples(fmt, {p.id: p for p in problems}, samples, mode="lenient", desc="evaluate")
+    verdicts = verify_samples(fmt, {p.id: p for p in problems}, samples, "lenient", desc="evaluate", **verify_settings)
     write_jsonl(out_dir / "samples.jsonl", samples)
     write_jsonl(out_dir / "verdicts.jsonl", verdicts)
     return score(problems, verdicts)

@@ -4,14 +4,21 @@ Coverage and diversity are computed from all M samples of a problem with unbiase
 "draw k of them": reading them off the first k samples only would waste the other M - k and add
 noise. The FPR carries a Wilson interval because it rests on the few samples whose reasoning
 could be checked.
+
+What counts as "a unique solution" is a pluggable rule (UNIQUENESS_RULES): ``exact`` treats
+solutions that differ only in case or spacing as one; ``computation`` treats solutions that
+compute the same values in the same order as one, however they are worded, so a paraphrase
+does not count as a new way of solving the problem.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from wcse.records import Sample, Verdict
@@ -20,6 +27,26 @@ from wcse.records import Sample, Verdict
 def normalize_text(text: str) -> str:
     """Solutions that differ only in case or spacing are one solution, not two."""
     return " ".join(text.lower().split())
+
+
+_NUMBER = re.compile(r"(?<![\d.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+
+
+def computation_signature(text: str) -> tuple[str, ...]:
+    """The distinct numbers a solution writes, in order of first appearance ("1,000" = "1000.0").
+
+    Two solutions with one signature computed the same intermediate values in the same order:
+    one line of reasoning in different words. Another order or other intermediate values is
+    another solution.
+    """
+    values = (format(Decimal(m.group().replace(",", "")).normalize(), "f") for m in _NUMBER.finditer(text))
+    return tuple(dict.fromkeys(values))
+
+
+UNIQUENESS_RULES: dict[str, Callable[[str], Hashable]] = {
+    "exact": normalize_text,
+    "computation": computation_signature,
+}
 
 
 def _check_k(n: int, k: int) -> None:
@@ -37,7 +64,7 @@ def coverage_at_k(n: int, c: int, k: int) -> float:
 
 
 def diversity_at_k(
-    correct_texts: Sequence[str], n: int, k: int, normalize: Callable[[str], str] = normalize_text
+    correct_texts: Sequence[str], n: int, k: int, normalize: Callable[[str], Hashable] = normalize_text
 ) -> float:
     """Expected number of unique correct solutions in a random k-subset of one problem's n samples.
 
@@ -91,40 +118,40 @@ class _Problem:
     steps: list[bool] = field(default_factory=list)  # steps_correct of correct samples, where known
 
 
+def _rules(names: Sequence[str]) -> dict[str, Callable[[str], Hashable]]:
+    unknown = [name for name in names if name not in UNIQUENESS_RULES]
+    if unknown or not names:
+        raise ValueError(f"diversity rules {list(names)}: known rules are {list(UNIQUENESS_RULES)}")
+    return {name: UNIQUENESS_RULES[name] for name in names}
+
+
 def _mean_coverage(problems: Sequence[_Problem], k: int) -> float:
     return sum(coverage_at_k(p.n, len(p.correct_texts), k) for p in problems) / len(problems)
 
 
-def _summary(problems: Sequence[_Problem], k: int, normalize: Callable[[str], str]) -> dict[str, Any]:
+def _summary(problems: Sequence[_Problem], k: int, rules: Mapping[str, Callable[[str], Hashable]]) -> dict[str, Any]:
     n_samples = sum(p.n for p in problems)
     n_correct = sum(len(p.correct_texts) for p in problems)
     steps = [ok for p in problems for ok in p.steps]
-    n_problems = len(problems)
+    diversity = {
+        name: sum(diversity_at_k(p.correct_texts, p.n, k, rule) for p in problems) / len(problems)
+        for name, rule in rules.items()
+    }
     return {
         "k": k,
-        "n_problems": n_problems,
+        "n_problems": len(problems),
         "n_samples": n_samples,
         "n_correct": n_correct,
         "accuracy": n_correct / n_samples,
         "coverage": _mean_coverage(problems, k),
-        "diversity": sum(diversity_at_k(p.correct_texts, p.n, k, normalize) for p in problems) / n_problems,
+        "diversity": next(iter(diversity.values())),  # the first rule is the headline figure
+        "diversity_by_rule": diversity,
         "fpr": Rate.of(steps.count(False), len(steps)).to_dict(),
     }
 
 
-def data_metrics(
-    samples: Sequence[Sample],
-    verdicts: Sequence[Verdict],
-    k: int,
-    levels: Mapping[str, int | None] | None = None,
-    curve_ks: Sequence[int] | None = None,
-    normalize: Callable[[str], str] = normalize_text,
-) -> dict[str, Any]:
-    """Coverage, diversity and FPR of a judged sample set, overall and per difficulty level.
-
-    The verdicts define the population (M per problem); ``samples`` may hold more, and supply the
-    texts that decide uniqueness. ``levels`` maps problem id to difficulty level.
-    """
+def _judged_problems(samples: Sequence[Sample], verdicts: Sequence[Verdict], k: int) -> dict[str, _Problem]:
+    """Verdicts grouped by problem, each checked against its sample; every problem needs >= k."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     by_key: dict[str, Sample] = {}
@@ -157,7 +184,25 @@ def data_metrics(
     for pid, problem in problems.items():
         if problem.n < k:
             raise ValueError(f"problem {pid!r} has {problem.n} samples, fewer than k={k}")
+    return dict(problems)
 
+
+def data_metrics(
+    samples: Sequence[Sample],
+    verdicts: Sequence[Verdict],
+    k: int,
+    groups: Mapping[str, Mapping[str, Hashable]] | None = None,
+    curve_ks: Sequence[int] | None = None,
+    rules: Sequence[str] = ("exact", "computation"),
+) -> dict[str, Any]:
+    """Coverage, diversity (per uniqueness rule) and FPR of a judged sample set, overall and per group.
+
+    The verdicts define the population (M per problem); ``samples`` may hold more, and supply the
+    texts that decide uniqueness. ``groups`` maps a grouping's name (``level``, ``subject``) to
+    problem id -> value; each grouping adds a ``per_<name>`` breakdown.
+    """
+    problems = _judged_problems(samples, verdicts, k)
+    chosen = _rules(rules)
     m_min = min(p.n for p in problems.values())
     if curve_ks is None:
         curve_ks = [2**i for i in range(m_min.bit_length())]
@@ -168,16 +213,48 @@ def data_metrics(
             raise ValueError(f"curve k={kk} outside 1..{m_min} (the smallest per-problem sample count)")
 
     all_problems = list(problems.values())
-    result = _summary(all_problems, k, normalize)
+    result = _summary(all_problems, k, chosen)
     result["coverage_curve"] = {str(kk): _mean_coverage(all_problems, kk) for kk in curve_ks}
-    if levels is not None:
-        grouped: dict[int | None, list[_Problem]] = defaultdict(list)
+    for name, value_of in (groups or {}).items():
+        grouped: dict[Hashable, list[_Problem]] = defaultdict(list)
         for pid, problem in problems.items():
-            if pid not in levels:
-                raise ValueError(f"problem {pid!r} has no entry in levels")
-            grouped[levels[pid]].append(problem)
-        result["per_level"] = {
-            str(level): _summary(group, k, normalize)
-            for level, group in sorted(grouped.items(), key=lambda item: (item[0] is None, item[0] or 0))
+            if pid not in value_of:
+                raise ValueError(f"problem {pid!r} has no {name}")
+            grouped[value_of[pid]].append(problem)
+        result[f"per_{name}"] = {
+            str(value): _summary(group, k, chosen)
+            for value, group in sorted(grouped.items(), key=lambda item: (item[0] is None, str(item[0])))
         }
     return result
+
+
+@dataclass
+class ProblemMetrics:
+    """One row of the per-problem table: where the coverage and diversity come from."""
+
+    problem_id: str
+    n: int
+    n_correct: int
+    coverage: float
+    diversity: dict[str, float]
+    steps_checked: int  # correct samples whose reasoning was checked
+    steps_wrong: int  # ... and found wrong (false positives)
+
+
+def per_problem(
+    samples: Sequence[Sample], verdicts: Sequence[Verdict], k: int, rules: Sequence[str] = ("exact", "computation")
+) -> list[ProblemMetrics]:
+    """Coverage@k, diversity@k and checked/false-positive counts of each problem, by problem id."""
+    chosen = _rules(rules)
+    return [
+        ProblemMetrics(
+            problem_id=pid,
+            n=p.n,
+            n_correct=len(p.correct_texts),
+            coverage=coverage_at_k(p.n, len(p.correct_texts), k),
+            diversity={name: diversity_at_k(p.correct_texts, p.n, k, rule) for name, rule in chosen.items()},
+            steps_checked=len(p.steps),
+            steps_wrong=p.steps.count(False),
+        )
+        for pid, p in sorted(_judged_problems(samples, verdicts, k).items())
+    ]

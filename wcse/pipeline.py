@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
 import time
+from collections import Counter
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
@@ -28,13 +30,14 @@ from wcse.config import STAGES, plan_budget
 from wcse.data import prompts
 from wcse.data.registry import SPLITS, load_problems
 from wcse.evaluate import eval_requests, evaluate
-from wcse.metrics import data_metrics
+from wcse.metrics import data_metrics, per_problem
 from wcse.records import Problem, Sample, Verdict, read_jsonl, write_jsonl
 from wcse.sampling.backends import in_shard, open_sampler
 from wcse.sampling.store import SampleRequest, SampleStore, ensure_samples
 from wcse.toy import ladder
 from wcse.train.launch import run_training
 from wcse.train.sft import TrainSpec
+from wcse.verify import judge as judge_lib
 from wcse.verify.verifier import verify_samples
 
 log = logging.getLogger(__name__)
@@ -257,20 +260,47 @@ class Pipeline:
         }
 
     # ----------------------------------------------------------------- verify / filter
+    @cached_property
+    def verify_settings(self) -> dict[str, Any]:
+        """How the verifier pool runs (not what it decides): processes, time limit, chunking."""
+        v = self.cfg.verifier
+        return {"workers": v.workers, "timeout_s": v.timeout_s, "chunk_size": v.chunk_size}
+
     @cache  # noqa: B019 - validated (hashed) once per run, however many stages read it
     def verified(self, role: str) -> Path:
-        """Verdicts for the budget's samples and the SFT data they leave (strict filter)."""
-        payload = {"samples": [r.key for r in self.requests(role)], "mode": "strict", "v": 1}
+        """Ground-truth verdicts for the budget's samples, and the SFT data the filter keeps.
+
+        The verdicts always come from the ground truth (the data metrics need them); what is
+        kept depends on ``verifier.method``: the correct samples (``answer``), those an LLM judge
+        accepts without seeing the ground truth (``judge``, label-free), or every sample (``none``).
+        """
+        v = self.cfg.verifier
+        payload = {
+            "samples": [r.key for r in self.requests(role)],
+            "method": v.method,
+            "mode": v.mode,
+            "timeout_s": v.timeout_s,
+            "judge": self.judge_identity if v.method == "judge" else None,
+            "v": 2,
+        }
 
         def build(out: Path) -> None:
             samples = self.samples(role)
             problems = {p.id: p for p in self.problems["train"]}
-            verdicts = verify_samples(self.cfg.dataset.format, problems, samples, "strict", desc=f"verify {role}")
+            verdicts = verify_samples(
+                self.cfg.dataset.format, problems, samples, v.mode, desc=f"verify {role}", **self.verify_settings
+            )
             write_jsonl(out / "verdicts.jsonl", verdicts)
+            if v.method == "judge":
+                judged = judge_lib.label_free_verdicts(samples, self.judge(samples))
+                write_jsonl(out / "judged.jsonl", judged)
+                keep = [verdict.correct for verdict in judged]
+            else:
+                keep = [v.method == "none" or verdict.correct for verdict in verdicts]
             kept = [
                 {"prompt": prompts.zero_shot(self.cfg.dataset.prompt, problems[s.problem_id]), "completion": " " + s.text.strip(), "problem_id": s.problem_id}
-                for s, v in zip(samples, verdicts, strict=True)
-                if v.correct
+                for s, k in zip(samples, keep, strict=True)
+                if k
             ]
             with open(out / "sft.jsonl", "w", encoding="utf-8") as fh:
                 fh.writelines(json.dumps(row) + "\n" for row in kept)
@@ -284,18 +314,90 @@ class Pipeline:
         out = {}
         for role in ("wc", "se"):
             verdicts = self.verdicts(role)
-            out[role] = {"verified": len(verdicts), "kept_for_training": sum(v.correct for v in verdicts)}
-        return {"filter": out}
+            with open(self.verified(role) / "sft.jsonl", encoding="utf-8") as fh:
+                kept = sum(1 for _ in fh)
+            out[role] = {
+                "verified": len(verdicts),
+                "correct": sum(v.correct for v in verdicts),
+                "kept_for_training": kept,
+                "status": dict(sorted(Counter(v.status for v in verdicts).items())),
+            }
+            judged = self.verified(role) / "judged.jsonl"
+            if judged.is_file():  # label-free: how often the judge kept a wrong sample / dropped a right one
+                accepted = [j.correct for j in read_jsonl(judged, Verdict)]
+                truth = [v.correct for v in verdicts]
+                out[role]["judge"] = {
+                    "kept_wrong": sum(a and not t for a, t in zip(accepted, truth, strict=True)),
+                    "dropped_right": sum(t and not a for a, t in zip(accepted, truth, strict=True)),
+                }
+        return {"filter": {"method": self.cfg.verifier.method, "mode": self.cfg.verifier.mode, **out}}
 
     # ----------------------------------------------------------------- data metrics
     def stage_metrics(self) -> dict[str, Any]:
-        levels = {p.id: p.level for p in self.problems["train"]}
+        train = self.problems["train"]
+        groups = {"level": {p.id: p.level for p in train}, "subject": {p.id: p.subject for p in train}}
+        rules = list(self.cfg.verifier.diversity_rules)
+        table_dir = self.run_dir / "metrics"
         out = {}
         for role in ("wc", "se"):
             samples, verdicts = self.samples(role), self.verdicts(role)
+            if self.cfg.verifier.judge is not None and self.cfg.verifier.method != "judge":
+                verdicts = self.judge_steps(samples, verdicts)
             k = self.n_samples(role)
-            out[role] = data_metrics(samples, verdicts, k, levels=levels)
+            out[role] = data_metrics(samples, verdicts, k, groups=groups, rules=rules)
+            table = table_dir / f"{role}.problems.jsonl"
+            write_jsonl(table, per_problem(samples, verdicts, k, rules=rules))
+            out[role]["per_problem_table"] = str(table)
+            log.info("metrics [%s]: per-problem table -> %s", role, table)
         return {"data": out}
+
+    # ----------------------------------------------------------------- LLM judge
+    @cached_property
+    def judge_path(self) -> str:
+        return models.resolve(self.cfg.verifier.judge.path, self.ladder)
+
+    @cached_property
+    def judge_identity(self) -> dict[str, Any]:
+        """What a judgement depends on: the judge's weights, prompt and decoding (not its engine)."""
+        j = self.cfg.verifier.judge
+        return {
+            "model": f"{j.name}@{models.fingerprint(self.judge_path)}",
+            "prompt": judge_lib.template(j.prompt).version,
+            "chat": j.chat,
+            "params": {"temperature": j.sampler.temperature, "top_p": j.sampler.top_p, "max_new_tokens": j.sampler.max_new_tokens},
+        }
+
+    def judge(self, samples: list[Sample]) -> dict[str, judge_lib.Judgement]:
+        """The configured judge's verdicts on ``samples``, kept in a store like samples: a rerun
+        judges only what is missing, and the judge's engine starts only if something is."""
+        j, ident = self.cfg.verifier.judge, self.judge_identity
+        s = j.sampler
+        store = SampleStore(self.cache.root / "judgements" / digest({"model": ident["model"], "dataset": self.dataset_id}))
+        log.info("judge %s (%s prompt) on %d samples; judgements in %s", j.name, j.prompt, len(samples), store.root)
+        return judge_lib.judge_samples(
+            lambda: open_sampler(s, self.judge_path, temperature=s.temperature, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size),
+            store,
+            j.prompt,
+            ident["model"],
+            self.dataset_id,
+            {p.id: p for p in self.problems["train"]},
+            samples,
+            ident["params"],
+            s.seed,
+            chat=judge_lib.ChatTemplate(self.judge_path) if j.chat else None,
+        )
+
+    def judge_steps(self, samples: list[Sample], verdicts: list[Verdict]) -> list[Verdict]:
+        """Step-level FPR on real data: a seeded subset of the correct samples whose reasoning no
+        exact checker covers (the toy world's is exact) goes to the "steps" judge."""
+        unchecked = sorted(v.key for v in verdicts if v.correct and v.steps_correct is None)
+        limit = self.cfg.verifier.judge.max_samples
+        if limit is not None and len(unchecked) > limit:
+            unchecked = sorted(random.Random(self.cfg.seed).sample(unchecked, limit))
+        if not unchecked:
+            return verdicts
+        chosen = set(unchecked)
+        return judge_lib.apply_step_judgements(verdicts, self.judge([s for s in samples if s.key in chosen]))
 
     # ----------------------------------------------------------------- finetune
     @cache  # noqa: B019 - validated (hashed) once per run, however many stages read it
@@ -336,7 +438,7 @@ class Pipeline:
         with open_sampler(
             sampler_cfg, model_path, temperature=e.temperature, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size
         ) as sampler:
-            return evaluate(sampler, requests, problems, self.cfg.dataset.format, out_dir)
+            return evaluate(sampler, requests, problems, self.cfg.dataset.format, out_dir, **self.verify_settings)
 
     @cache  # noqa: B019 - validated (hashed) once per run, however many stages read it
     def evaluation(self, label: str, model_path: str, model_id: str) -> dict[str, Any]:

@@ -60,7 +60,7 @@ class Verdict:
     extracted: str | None
     correct: bool  # final answer matches the ground truth
     steps_correct: bool | None  # every reasoning step right (None: not checkable here)
-    status: str  # parse status: ok / no_answer / malformed / timeout / error
+    status: str  # ok (judged) / no_answer / unparsable / malformed / timeout / error; code: memory / output_limit / blocked
 
 
 def to_json(record: Any) -> str:

@@ -15,6 +15,8 @@ answer template for an interpolation.
 from __future__ import annotations
 
 import functools
+import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,12 @@ class Prompt:
 
 def known() -> list[str]:
     """The ids of the prompt files."""
-    return sorted(path.stem for path in PROMPTS_DIR.glob("*.yaml"))
+    return file_ids(PROMPTS_DIR)
+
+
+def file_ids(directory: Path) -> list[str]:
+    """The ids of a directory's prompt files: a prompt's id is its file name."""
+    return sorted(path.stem for path in directory.glob("*.yaml"))
 
 
 @functools.cache
@@ -57,32 +64,22 @@ def template(prompt_id: str) -> Prompt:
 
 def load(path: Path) -> Prompt:
     """Read and validate a prompt file; an error names the file and what is wrong."""
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = read_mapping(path)
     where = f"{path}: "
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where}not a mapping")
-    _check_keys(raw, KEYS, where)
-    for key in ("version", "description", "source", "question", "answer"):
-        if not isinstance(raw[key], str) or not raw[key]:
-            raise ValueError(f"{where}{key!r} must be a non-empty string")
+    check_keys(raw, KEYS, where)
+    check_strings(raw, ("version", "description", "source", "question", "answer"), where)
     if not isinstance(raw["shots"], int) or raw["shots"] < 0:
         raise ValueError(f"{where}'shots' must be a non-negative integer")
     if not isinstance(raw["exemplars"], list) or raw["shots"] != len(raw["exemplars"]):
         raise ValueError(f"{where}'shots' is {raw['shots']} but 'exemplars' is not a list of that many")
-    if "{question}" not in raw["question"]:
+    if "question" not in template_fields(raw, "question", ("question",), where):
         raise ValueError(f"{where}'question' must contain {{question}}")
-    try:  # a stray brace would otherwise fail only when the first prompt is rendered
-        raw["question"].format(question="")
-        raw["answer"].format(solution="", answer="")
-    except (KeyError, IndexError, ValueError) as err:
-        raise ValueError(
-            f"{where}bad template ({err!r}): use only {{question}}, {{solution}}, {{answer}}"
-        ) from None
+    template_fields(raw, "answer", ("solution", "answer"), where)
     exemplars = []
     for i, row in enumerate(raw["exemplars"]):
         if not isinstance(row, dict):
             raise ValueError(f"{where}exemplar {i} is not a mapping")
-        _check_keys(row, EXEMPLAR_KEYS, f"{where}exemplar {i}: ")
+        check_keys(row, EXEMPLAR_KEYS, f"{where}exemplar {i}: ")
         if not all(isinstance(row[k], str) for k in EXEMPLAR_KEYS):
             raise ValueError(f"{where}exemplar {i}: every field must be a string")
         exemplars.append(
@@ -101,12 +98,6 @@ def load(path: Path) -> Prompt:
         answer=raw["answer"],
         exemplars=tuple(exemplars),
     )
-
-
-def _check_keys(row: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
-    missing, unknown = sorted(set(keys) - set(row)), sorted(set(row) - set(keys))
-    if missing or unknown:
-        raise ValueError(f"{where}missing keys {missing}, unknown keys {unknown}")
 
 
 def exemplars(prompt_id: str, problem: Problem) -> list[Problem]:
@@ -132,3 +123,50 @@ def few_shot(prompt_id: str, problem: Problem) -> str:
         for s in exemplars(prompt_id, problem)
     ]
     return "\n\n".join([*blocks, zero_shot(prompt_id, problem)])
+
+
+# Validation shared by every kind of versioned prompt file (wcse.verify.judge reads its own kind).
+# ``where`` prefixes every error, so it names the file (and the part of it) that is wrong.
+
+
+def read_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping; PyYAML's own errors name no file, so this one does."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: invalid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: not a mapping")
+    return raw
+
+
+def check_keys(row: dict[str, Any], keys: Iterable[str], where: str) -> None:
+    keys = set(keys)
+    missing, unknown = sorted(keys - set(row)), sorted(set(row) - keys)
+    if missing or unknown:
+        raise ValueError(f"{where}missing keys {missing}, unknown keys {unknown}")
+
+
+def check_strings(row: dict[str, Any], keys: Iterable[str], where: str) -> None:
+    for key in keys:
+        if not isinstance(row[key], str) or not row[key]:
+            raise ValueError(f"{where}{key!r} must be a non-empty string")
+
+
+def template_fields(row: dict[str, Any], key: str, allowed: Iterable[str], where: str) -> set[str]:
+    """The fields template ``row[key]`` uses. A stray brace or any field but ``allowed`` is an
+    error here, naming the file and key, rather than at the first rendering, mid-run."""
+    allowed = tuple(allowed)
+    text = row[key]
+    try:
+        text.format(**dict.fromkeys(allowed, ""))
+        fields = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+        if not fields <= set(allowed):  # "{question.upper}" formats, but is no plain field
+            raise KeyError(*sorted(fields - set(allowed)))
+    except (KeyError, IndexError, AttributeError, ValueError) as err:
+        raise ValueError(
+            f"{where}{key!r}: bad template ({err!r}): use only "
+            + ", ".join(f"{{{name}}}" for name in allowed)
+            + ", and write a literal brace as {{ or }}"
+        ) from None
+    return fields

@@ -1,50 +1,119 @@
-"""Turn samples into verdicts: exact step checking in the toy world, answer checks elsewhere."""
+"""Turn samples into verdicts: exact step checking in the toy world, answer checks on real data,
+test execution for code; in a pool of worker processes with a time limit per sample.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
-
-from tqdm.auto import tqdm
+from dataclasses import dataclass
+from typing import Any
 
 from wcse.records import Problem, Sample, Verdict
 from wcse.toy import world
-from wcse.verify import answers
+from wcse.verify import answers, code
+from wcse.verify.pool import Failure, map_with_timeout
+from wcse.verify.sandbox import DEFAULT_LIMITS
 
 ANSWER_FORMATS = ("gsm8k", "math", "functional_math")
-CODE_FORMATS = ("mbpp", "humaneval")
+CODE_FORMATS = code.FORMATS
+FORMATS = ("toy_arith", *ANSWER_FORMATS, *CODE_FORMATS)
 
 
-def verify_one(fmt: str, problem: Problem, sample: Sample, mode: str) -> Verdict:
-    """One verdict. ``steps_correct`` is exact in the toy world and None elsewhere (unknown)."""
+@dataclass(frozen=True)
+class Check:
+    """What a worker sends back for one sample (the parent adds the sample's identity)."""
+
+    extracted: str | None
+    correct: bool
+    steps_correct: bool | None  # exact in the toy world; None where not checkable (real data)
+    status: str
+
+
+def check_one(fmt: str, problem: Problem, text: str, mode: str) -> Check:
+    """Judge one response to ``problem``; ``mode`` is strict (filtering) or lenient (evaluation)."""
     if fmt == "toy_arith":
-        check = world.check_solution(sample.text, problem.meta, problem.answer)
-        return Verdict(
-            key=sample.key,
-            problem_id=sample.problem_id,
-            index=sample.index,
-            extracted=check.extracted,
-            correct=check.answer_correct,
-            steps_correct=check.steps_correct,
-            status=check.status,
-        )
+        if not problem.meta:  # a bare (response, answer) row, as from ``python -m wcse.verify``
+            tail = text.rpartition(world.ANSWER_MARK)[2].split() if world.ANSWER_MARK in text else []
+            extracted = tail[0] if tail else None
+            return Check(extracted, extracted == problem.answer, None, "ok" if tail else "no_answer")
+        step_check = world.check_solution(text, problem.meta, problem.answer)
+        return Check(step_check.extracted, step_check.answer_correct, step_check.steps_correct, step_check.status)
     if fmt in ANSWER_FORMATS:
-        correct, extracted, status = answers.check(fmt, sample.text, problem.answer, mode)
-        return Verdict(sample.key, sample.problem_id, sample.index, extracted, correct, None, status)
+        return Check(*_reorder(answers.check(fmt, text, problem.answer, mode)))
     if fmt in CODE_FORMATS:
-        raise NotImplementedError(
-            f"dataset format {fmt!r}: verifying code needs the execution sandbox, which is not built yet"
-        )
-    raise ValueError(f"dataset format {fmt!r}: no verifier; known: toy_arith, {', '.join(ANSWER_FORMATS)}")
+        return Check(*_reorder(code.check(fmt, text, problem)))
+    raise ValueError(f"dataset format {fmt!r}: no verifier; known: {', '.join(FORMATS)}")
+
+
+def _reorder(result: tuple[bool, str | None, str]) -> tuple[str | None, bool, None, str]:
+    correct, extracted, status = result
+    return extracted, correct, None, status
+
+
+def _check_item(fmt: str, mode: str, item: tuple[Problem, str]) -> Check:
+    return check_one(fmt, item[0], item[1], mode)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a format is checked in the pool: code runs in a sandbox with its own wall-clock limit,
+    so its items go one per task and get that limit plus start-up slack."""
+
+    timeout_s: float
+    chunk_size: int
+
+
+DEFAULT_SETTINGS = {fmt: Settings(10.0, 64) for fmt in ("toy_arith", *ANSWER_FORMATS)} | {
+    fmt: Settings(DEFAULT_LIMITS.timeout_s + 10.0, 1) for fmt in CODE_FORMATS
+}
+
+
+def check_all(
+    fmt: str,
+    items: Sequence[tuple[Problem, str]],
+    mode: str = "strict",
+    *,
+    workers: int | None = None,
+    timeout_s: float | None = None,
+    chunk_size: int | None = None,
+    desc: str = "verify",
+) -> list[Check]:
+    """Checks of (problem, response) pairs in order. A response that runs past ``timeout_s`` or
+    crashes its worker gets status ``timeout`` / ``error`` (counted wrong) and the batch goes on.
+    ``None`` settings take the format's defaults (DEFAULT_SETTINGS)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"dataset format {fmt!r}: no verifier; known: {', '.join(FORMATS)}")
+    if mode not in answers.MODES:
+        raise ValueError(f"verify mode {mode!r}: known modes are {list(answers.MODES)}")
+    defaults = DEFAULT_SETTINGS[fmt]
+    checks = map_with_timeout(
+        functools.partial(_check_item, fmt, mode),
+        items,
+        timeout_s=timeout_s or defaults.timeout_s,
+        chunk_size=chunk_size or defaults.chunk_size,
+        workers=workers,
+        desc=desc,
+    )
+    return [Check(None, False, None, c.status) if isinstance(c, Failure) else c for c in checks]
 
 
 def verify_samples(
-    fmt: str, problems: Mapping[str, Problem], samples: Sequence[Sample], mode: str = "strict", desc: str = "verify"
+    fmt: str,
+    problems: Mapping[str, Problem],
+    samples: Sequence[Sample],
+    mode: str = "strict",
+    **settings: Any,
 ) -> list[Verdict]:
-    """Verdicts for ``samples`` in order; a sample of an unknown problem is an error naming its key."""
-    verdicts = []
-    for sample in tqdm(samples, desc=desc, unit="sample", leave=False):
+    """Verdicts for ``samples`` in order (``settings``: those of :func:`check_all`)."""
+    items = []
+    for sample in samples:
         problem = problems.get(sample.problem_id)
         if problem is None:
             raise ValueError(f"sample {sample.key}: problem {sample.problem_id!r} is not in the dataset")
-        verdicts.append(verify_one(fmt, problem, sample, mode))
-    return verdicts
+        items.append((problem, sample.text))
+    checks = check_all(fmt, items, mode, **settings)
+    return [
+        Verdict(s.key, s.problem_id, s.index, c.extracted, c.correct, c.steps_correct, c.status)
+        for s, c in zip(samples, checks, strict=True)
+    ]

@@ -1,0 +1,157 @@
+"""The real-data path of the pipeline (MATH), on a store of samples made from reference solutions.
+
+No model can sample MATH here, so the test writes the samples the Gemma2 pair would have made
+into the pipeline's own stores (same requests, keys and layout), then runs the verify and
+metrics stages on them exactly as after a GPU sampling job.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED_DATA, compose_config
+from wcse.artifacts import MissingArtifact
+from wcse.config import validate
+from wcse.metrics import ProblemMetrics
+from wcse.pipeline import Pipeline
+from wcse.records import Problem, Verdict, read_jsonl
+from wcse.sampling.store import SampleStore
+
+pytestmark = pytest.mark.skipif(not (SHARED_DATA / "math").is_dir(), reason=f"no MATH data in {SHARED_DATA}")
+
+WRONG = "-98765"
+
+
+def _response(problem: Problem, index: int) -> str:
+    """Sample j of a problem: the reference solution, a wrong final answer, a bare stated answer."""
+    if index % 3 == 0:
+        return problem.solution
+    if index % 3 == 1:
+        return problem.solution.replace(f"\\boxed{{{problem.answer}}}", f"\\boxed{{{WRONG}}}")
+    return f"The final answer is ${problem.answer}$."
+
+
+def _fill_stores(pipeline: Pipeline) -> None:
+    problems = {p.id: p for p in pipeline.problems["train"]}
+    for role in ("wc", "se"):
+        pipeline.store(role).append(
+            [
+                r.to_sample(
+                    text=_response(problems[r.problem_id], r.index), prompt_tokens=len(r.prompt.split()),
+                    generated_tokens=100, finish_reason="stop", backend="reference", seconds=0.0,
+                )
+                for r in pipeline.requests(role)
+            ]
+        )
+
+
+def test_verify_and_metrics_on_math_reference_samples(tmp_path: Path) -> None:
+    overrides = [
+        "model_pair=gemma2", "dataset=math", f"paths.data_dir={SHARED_DATA}", "dataset.max_train=30",
+        "budget=low", "stages=[verify,metrics]", "verifier.workers=2",
+    ]
+    cfg = compose_config(tmp_path, *overrides)
+    with pytest.raises(MissingArtifact, match="stage 'sample' is not in `stages`"):
+        Pipeline(cfg).run()  # nothing sampled yet: a clear error, not an empty result
+
+    pipeline = Pipeline(cfg)
+    _fill_stores(pipeline)
+    summary = pipeline.run()
+
+    train = pipeline.problems["train"]
+    assert len(train) == 30 and all(p.answer for p in train)
+    # budget=low: SE 1 sample (the reference), WC 27/9 = 3 (reference, wrong answer, bare answer)
+    filt, data = summary["filter"], summary["data"]
+    assert filt["se"] == {"verified": 30, "correct": 30, "kept_for_training": 30, "status": {"ok": 30}}
+    assert filt["wc"]["verified"] == 90 and filt["wc"]["correct"] == 60 == filt["wc"]["kept_for_training"]
+    assert data["se"]["coverage"] == 1.0 and data["wc"]["coverage"] == 1.0
+    assert data["wc"]["accuracy"] == pytest.approx(2 / 3)
+    # two distinct correct solutions per problem for WC, one for SE, by either uniqueness rule
+    assert data["wc"]["diversity_by_rule"]["exact"] == pytest.approx(2.0)
+    assert data["se"]["diversity"] == pytest.approx(1.0)
+    levels = {str(p.level) for p in train}
+    assert set(data["wc"]["per_level"]) == levels
+    assert sum(g["n_problems"] for g in data["wc"]["per_subject"].values()) == 30
+    assert data["wc"]["fpr"]["n"] == 0  # no judge configured: the reasoning was not checked
+
+    table = list(read_jsonl(Path(data["wc"]["per_problem_table"]), ProblemMetrics))
+    assert [row.n_correct for row in table] == [2] * 30
+    sft = (pipeline.verified("wc") / "sft.jsonl").read_text().splitlines()
+    assert all(WRONG not in json.loads(line)["completion"] for line in sft)
+
+
+def test_no_verification_arm_keeps_every_sample(tmp_path: Path) -> None:
+    cfg = compose_config(
+        tmp_path, "model_pair=gemma2", "dataset=math", f"paths.data_dir={SHARED_DATA}", "dataset.max_train=10",
+        "budget=low", "stages=[verify]", "verifier=none", "verifier.workers=1",
+    )
+    pipeline = Pipeline(cfg)
+    _fill_stores(pipeline)
+    filt = pipeline.run()["filter"]
+    assert filt["method"] == "none"
+    assert filt["wc"]["kept_for_training"] == 30 and filt["wc"]["correct"] == 20
+
+
+def _judged_cfg(tmp_path: Path, judge_path: str, *overrides: str):
+    return compose_config(
+        tmp_path, "model_pair=gemma2", "dataset=math", f"paths.data_dir={SHARED_DATA}", "budget=low",
+        "verifier.workers=2", f"verifier.judge.path={judge_path}", "verifier.judge.name=test-judge",
+        "verifier.judge.sampler.backend=hf", "verifier.judge.sampler.device=cpu", "verifier.judge.sampler.dtype=float32",
+        *overrides,
+    )
+
+
+def test_a_steps_judge_gives_the_fpr_and_is_asked_only_once(tmp_path: Path) -> None:
+    """The toy SE model as a (hopeless) judge: the pipeline's judge plumbing, not its verdicts."""
+    cfg = _judged_cfg(
+        tmp_path, "toy:se", "verifier=answer_fpr", "verifier.judge.chat=false", "verifier.judge.max_samples=5",
+        "verifier.judge.sampler.max_new_tokens=4", "dataset.max_train=6", "stages=[verify,metrics]",
+    )
+    validate(cfg)
+    pipeline = Pipeline(cfg)
+    _fill_stores(pipeline)
+    data = pipeline.run()["data"]
+    stores = list((tmp_path / "cache" / "judgements").iterdir())
+    assert len(stores) == 1
+    assert len(SampleStore(stores[0]).keys()) == 10  # 5 correct samples per arm, of 6 (SE) and 12 (WC)
+    # the toy model writes no verdict line: every reply is unparsable, so no FPR evidence
+    assert data["wc"]["fpr"]["n"] == 0 == data["se"]["fpr"]["n"]
+    shards = sorted(SampleStore(stores[0]).shards())
+    Pipeline(cfg).run()
+    assert sorted(SampleStore(stores[0]).shards()) == shards  # judged once, reused after
+
+
+def test_the_judge_prompt_must_fit_the_method(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'steps' prompt; verifier.method=judge needs a 'answer' prompt"):
+        validate(_judged_cfg(tmp_path, "toy:se", "verifier=judge", "verifier.judge.prompt=steps"))
+    with pytest.raises(ValueError, match="label-free verification needs verifier.judge"):
+        validate(compose_config(tmp_path, "verifier.method=judge"))
+
+
+@pytest.mark.slow
+def test_smollm2_as_label_free_judge_and_as_fpr_judge(tmp_path: Path, smollm2: Path) -> None:
+    """A real instruct model through its chat template, in both judge roles, on MATH."""
+    common = ["dataset.max_train=3", "verifier.judge.sampler.batch_size=8"]
+    cfg = _judged_cfg(tmp_path, str(smollm2), "verifier=judge", "verifier.judge.sampler.max_new_tokens=24", "stages=[verify]", *common)
+    validate(cfg)
+    pipeline = Pipeline(cfg)
+    _fill_stores(pipeline)
+    filt = pipeline.run()["filter"]
+    for role, n in (("wc", 9), ("se", 3)):
+        judged = list(read_jsonl(pipeline.verified(role) / "judged.jsonl", Verdict))
+        assert len(judged) == n and {v.status for v in judged} <= {"judged", "unparsable"}
+        assert filt[role]["kept_for_training"] == sum(v.correct for v in judged)
+        assert filt[role]["judge"]["kept_wrong"] + filt[role]["judge"]["dropped_right"] <= n
+    print({role: filt[role] for role in ("wc", "se")})
+
+    cfg = _judged_cfg(
+        tmp_path, str(smollm2), "verifier=answer_fpr", "verifier.judge.sampler.max_new_tokens=64",
+        "verifier.judge.max_samples=3", "stages=[verify,metrics]", *common,
+    )
+    data = Pipeline(cfg).run()["data"]
+    for role in ("wc", "se"):
+        assert data[role]["fpr"]["n"] <= 3
+    print({role: data[role]["fpr"] for role in ("wc", "se")})

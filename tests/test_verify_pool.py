@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from wcse.verify.pool import Failure, map_with_timeout
+
+
+def _behave(item: int) -> int:
+    """Module level, so worker processes can unpickle it: a few items misbehave on purpose."""
+    if item == -1:
+        time.sleep(600)  # hangs
+    if item == -2:
+        os._exit(3)  # kills its worker
+    if item == -3:
+        raise ZeroDivisionError("bad item")
+    return item * item
+
+
+def test_results_keep_input_order_across_chunks() -> None:
+    items = list(range(203))
+    assert map_with_timeout(_behave, items, timeout_s=30, chunk_size=16, workers=2) == [i * i for i in items]
+    assert map_with_timeout(_behave, [], timeout_s=1) == []
+
+
+def test_a_hung_a_crashing_and_a_raising_item_each_fail_alone() -> None:
+    items = [*range(100), -1, *range(100, 150), -2, 7, -3, 8]
+    start = time.perf_counter()
+    results = map_with_timeout(_behave, items, timeout_s=2.0, chunk_size=32, workers=2)
+    elapsed = time.perf_counter() - start
+    failures = {items[i]: r for i, r in enumerate(results) if isinstance(r, Failure)}
+    assert {k: f.status for k, f in failures.items()} == {-1: "timeout", -2: "error", -3: "error"}
+    assert "exit code 3" in failures[-2].detail and "ZeroDivisionError" in failures[-3].detail
+    assert [r for r in results if not isinstance(r, Failure)] == [i * i for i in items if i >= 0]
+    # the hung chunk waits out one timeout, then its items rerun singly: the hung one waits one more
+    assert elapsed < 3 * 2.0 + 10
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"timeout_s": 0}, "timeout_s"), ({"timeout_s": 1, "chunk_size": 0}, "chunk_size")])
+def test_bad_settings_are_named(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        map_with_timeout(_behave, [1], **kwargs)
