@@ -67,6 +67,25 @@ def test_failed_build_publishes_nothing(tmp_path: Path) -> None:
     assert not [p for p in (tmp_path / "stage").iterdir() if p.name.startswith(".tmp")]
 
 
+def test_a_resumable_build_finds_what_its_killed_predecessor_left(tmp_path: Path) -> None:
+    cache, seen = Cache(tmp_path), []
+
+    def train(out: Path) -> None:
+        seen.append(sorted(p.name for p in out.iterdir()))
+        (out / f"checkpoint-{len(seen)}").mkdir()
+        if len(seen) == 1:
+            raise RuntimeError("killed after checkpoint 1")
+        (out / "model.bin").write_text("weights")
+
+    with pytest.raises(RuntimeError):
+        cache.get_or_build("train", {"x": 1}, train, resumable=True)
+    assert not cache.path("train", {"x": 1}).exists()  # nothing published
+    path = cache.get_or_build("train", {"x": 1}, train, resumable=True)
+    assert seen == [[], ["checkpoint-1"]]  # the rerun started from the first run's checkpoint
+    assert sorted(p.name for p in path.iterdir()) == sorted([MANIFEST, "checkpoint-1", "checkpoint-2", "model.bin"])
+    assert [p.name for p in (tmp_path / "train").iterdir() if p.name.startswith(".partial")] == []
+
+
 def test_stage_not_selected_and_not_cached_is_a_clear_error(tmp_path: Path) -> None:
     cache = Cache(tmp_path, allowed={"verify"})
     with pytest.raises(MissingArtifact, match="stage 'train' is not in `stages`"):

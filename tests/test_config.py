@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -10,7 +11,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from tests.conftest import CONF
-from wcse.config import plan_budget, validate
+from wcse.config import plan_budget, train_settings, validate
 
 
 def options(group: str) -> list[str]:
@@ -104,3 +105,31 @@ def test_cross_field_checks_name_the_key(compose_cfg) -> None:
     cfg = compose_cfg("sampler.backend=tgi")
     with pytest.raises(ValueError, match="sampler.backend='tgi'"):
         validate(cfg)
+
+
+def test_the_trainer_follows_the_papers_schedule_where_it_is_unset(compose_cfg) -> None:
+    w2s = train_settings(compose_cfg("model_pair=gemma2", "trainer=zero3", "budget=high"))  # leaves them unset
+    assert (w2s["max_steps"], w2s["learning_rate"]) == (6000, 1e-6)
+    assert w2s["per_device_batch_size"] * w2s["nprocs"] * w2s["gradient_accumulation_steps"] == 32
+    kd = compose_cfg("model_pair=gemma2", "trainer=zero3", "setup=kd")
+    assert (train_settings(kd)["max_steps"], train_settings(kd)["gradient_accumulation_steps"]) == (2400, 1)
+    # what the trainer sets wins; the toy trainer sets everything
+    assert train_settings(compose_cfg("model_pair=gemma2", "trainer=zero3", "trainer.max_steps=7"))["max_steps"] == 7
+    assert train_settings(compose_cfg())["max_steps"] == compose_cfg().trainer.max_steps
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["setup=kd", "trainer.per_device_batch_size=4"], "not a multiple of trainer.per_device_batch_size x trainer.nprocs = 32"),
+        (["budget=number_matched"], "finetune.steps has no entry for budget=number_matched"),
+        (["trainer.global_batch_size=64", "trainer.gradient_accumulation_steps=4"], "needs trainer.gradient_accumulation_steps=null"),
+    ],
+)
+def test_schedule_errors_name_the_keys(compose_cfg, overrides, message) -> None:
+    cfg = compose_cfg("model_pair=gemma2", "trainer=zero3", *overrides)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        validate(cfg)
+    toy = compose_cfg("trainer.max_steps=null")
+    with pytest.raises(ValueError, match="trainer.max_steps is unset and model_pair=toy: se.finetune"):
+        validate(toy)

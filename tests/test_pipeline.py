@@ -47,6 +47,12 @@ def test_summary_carries_the_figures_of_the_method(tiny) -> None:
     assert 0.6 < summary["realised_flops_ratio_wc_over_se"] < 1.6
     assert summary["finetune"]["target"] == "se" and summary["finetune"]["best_arm"] in ("wc", "se")
     assert summary["train"]["wc"]["steps"] == 6
+    for arm in ("wc", "se"):  # the paper's selection: N evenly spaced checkpoints scored on validation
+        selection = summary["finetune"]["arms"][arm]["checkpoint_selection"]
+        scored = selection["checkpoints"]
+        assert [c["step"] for c in scored] == [2, 3, 4, 6]  # round(i * 6 / 4), trainer=cpu keeps 4
+        best = max(scored, key=lambda c: (c["validation_pass@1"], c["step"]))
+        assert selection["best"] == best and Path(best["path"]).is_dir()
 
 
 def test_a_repeat_run_redoes_nothing(tiny) -> None:
@@ -65,6 +71,21 @@ def test_another_setup_reuses_the_samples(tiny) -> None:
     built = {e["stage"] for e in summary["artifacts"] if not e["cached"]}
     assert built <= {"train", "evaluate"}
     assert summary["finetune"]["target"] == "student"
+
+
+def test_self_improvement_trains_every_data_arm(tiny) -> None:
+    root, _ = tiny
+    summary = run(root, "setup=self_improve", "budget=low", "setup.arms=[wc,se,mix,wc_one,se_one]")
+    assert summary["finetune"]["target"] == "wc"
+    train, arms = summary["train"], summary["finetune"]["arms"]
+    assert set(train) == set(arms) == {"wc", "se", "mix", "wc_one", "se_one"}
+    wc_rows, se_rows = train["wc"]["data"]["rows"], train["se"]["data"]["rows"]
+    assert train["mix"]["data"]["rows"] == min(wc_rows, se_rows)
+    assert train["mix"]["data"]["by_source"]["wc"] == int(0.5 * min(wc_rows, se_rows) + 0.5)
+    data = summary["data"]["wc"]  # coverage@M: the share of problems with a correct sample
+    assert train["wc_one"]["data"]["rows"] == round(data["coverage"] * data["n_problems"]) <= wc_rows
+    for arm in arms:
+        assert len(arms[arm]["checkpoint_selection"]["checkpoints"]) == 4
 
 
 def test_a_higher_budget_generates_only_the_difference(tiny) -> None:

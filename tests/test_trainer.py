@@ -1,19 +1,24 @@
-"""End-to-end training through the worker process: DeepSpeed ZeRO-2 finetuning and pretraining."""
+"""Training through the worker process: DeepSpeed ZeRO-2 finetuning, pretraining, and the fast
+parts of checkpoints, LoRA, MFU and launch (multi-process runs: test_trainer_distributed.py)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import random
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from wcse.toy import tokenizer as toy_tokenizer
 from wcse.toy import world
-from wcse.train.launch import run_training
+from wcse.train.launch import command, run_training
 from wcse.train.sft import TrainSpec
+from wcse.train.worker import checkpoint_steps, merged_weights, peak_bf16_tflops
 
 ZERO2 = {
     "zero_optimization": {"stage": 2},
@@ -25,7 +30,7 @@ ZERO2 = {
 }
 
 
-def _tiny_config(vocab_size: int) -> dict:
+def tiny_config(vocab_size: int) -> dict:
     return dict(
         vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
         num_attention_heads=1, num_key_value_heads=1, head_dim=64, max_position_embeddings=128,
@@ -33,13 +38,11 @@ def _tiny_config(vocab_size: int) -> dict:
     )
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def write_toy(root: Path) -> tuple[Path, Path]:
     """A random tiny Llama with the toy tokenizer saved as a base model, and 32 toy solutions."""
-    root = tmp_path_factory.mktemp("toy")
     tokenizer = toy_tokenizer.build_tokenizer()
     torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(**_tiny_config(len(tokenizer)))).save_pretrained(root / "base")
+    LlamaForCausalLM(LlamaConfig(**tiny_config(len(tokenizer)))).save_pretrained(root / "base")
     tokenizer.save_pretrained(root / "base")
     rng = random.Random(0)
     with open(root / "train.jsonl", "w") as f:
@@ -48,6 +51,11 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                    "completion": " " + world.reference_solution(p.meta, rng)}
             f.write(json.dumps(row) + "\n")
     return root / "base", root / "train.jsonl"
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_toy(tmp_path_factory.mktemp("toy"))
 
 
 def _check_metrics(metrics: dict, out: Path, steps: int) -> None:
@@ -59,6 +67,10 @@ def _check_metrics(metrics: dict, out: Path, steps: int) -> None:
     # 4 rows a step, each well under 100 tokens and more than 20
     assert 4 * steps * 20 < metrics["train_tokens"] < 4 * steps * 100
     assert metrics["tokens_per_second"] > 0
+    # full finetuning: 6 FLOPs per parameter and token; no known peak on a CPU, so no MFU
+    assert metrics["flops_per_token"] == 6 * metrics["model_params"] == 6 * metrics["trainable_params"]
+    assert metrics["achieved_tflops"] > 0 and metrics["mfu"] is None
+    assert metrics["checkpoints"] == [] and metrics["resumed_from_step"] is None
 
 
 def test_deepspeed_zero2_finetune(toy: tuple[Path, Path], tmp_path: Path) -> None:
@@ -82,7 +94,7 @@ def test_deepspeed_zero2_finetune(toy: tuple[Path, Path], tmp_path: Path) -> Non
 
 def test_pretrain_from_init_config(toy: tuple[Path, Path], tmp_path: Path) -> None:
     base, data = toy
-    spec = TrainSpec(output_dir=str(tmp_path / "run"), data_path=str(data), init_config=_tiny_config(152),
+    spec = TrainSpec(output_dir=str(tmp_path / "run"), data_path=str(data), init_config=tiny_config(152),
                      tokenizer_path=str(base), max_steps=4, per_device_batch_size=4, learning_rate=1e-2,
                      logging_steps=1)
     metrics = run_training(spec)
@@ -99,3 +111,63 @@ def test_failure_raises_with_output_tail(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="training failed") as failure:
         run_training(spec)
     assert "no-model" in str(failure.value)
+
+
+def test_checkpoint_steps_are_evenly_spaced_and_end_at_the_last() -> None:
+    assert checkpoint_steps(16, 4) == [4, 8, 12, 16]
+    assert checkpoint_steps(16, 3) == [5, 11, 16]
+    assert checkpoint_steps(600, 10) == list(range(60, 601, 60))
+    assert checkpoint_steps(3, 10) == [1, 2, 3]  # never more checkpoints than steps
+
+
+def test_merged_weights_equal_merge_and_unload(toy: tuple[Path, Path]) -> None:
+    """Checkpoints merge adapters without touching the training model; the result is peft's own merge."""
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(toy[0]),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero: make the adapters do something
+            param.data.normal_()
+    before = copy.deepcopy(model.state_dict())
+    merged = merged_weights(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    expected = copy.deepcopy(model).merge_and_unload().state_dict()
+    assert merged.keys() == expected.keys()
+    assert all(torch.equal(merged[k], expected[k]) for k in expected)
+
+
+def test_peak_flops_lookup_takes_the_most_specific_name() -> None:
+    assert peak_bf16_tflops("NVIDIA H100 80GB HBM3") == 989.0  # the SXM part
+    assert peak_bf16_tflops("NVIDIA H100 PCIe") == 756.0
+    assert peak_bf16_tflops("NVIDIA GH200 480GB") == 989.0
+    assert peak_bf16_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert peak_bf16_tflops("NVIDIA L40S") == 362.0
+    assert peak_bf16_tflops("NVIDIA L4") == 121.0
+    assert peak_bf16_tflops("Tesla T4") is None  # no bf16 tensor cores: no MFU rather than a wrong one
+
+
+def test_launch_commands(tmp_path: Path) -> None:
+    def cmd(launcher: str, nprocs: int) -> list[str]:
+        spec = TrainSpec(output_dir=str(tmp_path), data_path="d.jsonl", base_model="m", max_steps=1,
+                         per_device_batch_size=1, learning_rate=1.0, launcher=launcher, nprocs=nprocs)
+        return command(spec, tmp_path / "spec.json")
+
+    worker = ["wcse.train.worker", str(tmp_path / "spec.json")]
+    assert cmd("python", 1) == [sys.executable, "-m", *worker]
+    assert cmd("torchrun", 4) == [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                  "--nproc_per_node", "4", "-m", *worker]
+    deepspeed = cmd("deepspeed", 8)
+    assert deepspeed[:5] == [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "8"]
+    assert deepspeed[5] == "--master_port" and int(deepspeed[6]) > 0
+    assert deepspeed[7:] == ["--module", *worker]
+
+
+def test_an_output_dir_of_another_spec_is_refused(toy: tuple[Path, Path], tmp_path: Path) -> None:
+    """Resuming is for the same run: another spec's optimizer state and checkpoints must not be reused."""
+    base, data = toy
+    spec = TrainSpec(output_dir=str(tmp_path), data_path=str(data), base_model=str(base), max_steps=4,
+                     per_device_batch_size=4, learning_rate=1e-2)
+    spec.save(tmp_path / "spec.json")
+    spec.learning_rate = 1e-3
+    with pytest.raises(ValueError, match="another TrainSpec"):
+        run_training(spec)

@@ -82,9 +82,20 @@ class Cache:
         return True
 
     def get_or_build(
-        self, stage: str, payload: Mapping[str, Any], build: Callable[[Path], None], *, label: str = ""
+        self,
+        stage: str,
+        payload: Mapping[str, Any],
+        build: Callable[[Path], None],
+        *,
+        label: str = "",
+        resumable: bool = False,
     ) -> Path:
-        """Return the artifact for ``payload``, building it with ``build(tmp_dir)`` if needed."""
+        """Return the artifact for ``payload``, building it with ``build(tmp_dir)`` if needed.
+
+        A ``resumable`` build (training) runs in a fixed ``.partial-<key>`` folder that is kept
+        when it fails or is killed, so the next build of the same key finds its checkpoints and
+        goes on from there; other builds start from an empty folder every time.
+        """
         path = self.path(stage, payload)
         what = f"{stage}{f' [{label}]' if label else ''}"
         if self.valid(path):
@@ -102,8 +113,13 @@ class Cache:
                 self.events.append({"stage": stage, "label": label, "path": str(path), "cached": True})
                 return path
             start = time.perf_counter()
-            tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
-            tmp.mkdir()
+            if resumable:
+                tmp = path.parent / f".partial-{path.name}"
+                if tmp.exists():
+                    log.info("%s: resuming the interrupted build in %s", what, tmp)
+            else:
+                tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir(exist_ok=resumable)
             try:
                 log.info("%s: building -> %s", what, path)
                 build(tmp)
@@ -117,7 +133,8 @@ class Cache:
                     shutil.rmtree(path)
                 tmp.rename(path)
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                if not resumable:
+                    shutil.rmtree(tmp, ignore_errors=True)
                 raise
         log.info("%s: built in %.1fs", what, seconds)
         self.events.append({"stage": stage, "label": label, "path": str(path), "cached": False, "seconds": seconds})

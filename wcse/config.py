@@ -17,12 +17,23 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from wcse import budget
+from wcse.train.arms import ARMS
 
 STAGES = ("pretrain", "dataset", "sample", "verify", "metrics", "train", "evaluate", "report")
 DEFAULT_STAGES = ["dataset", "sample", "verify", "metrics", "train", "evaluate", "report"]
 ROLES = ("wc", "se", "student")
 SAMPLER_BACKENDS = ("hf", "vllm", "openai")
 VERIFY_METHODS = ("answer", "judge", "none")
+
+
+@dataclass
+class FinetuneSchedule:
+    """The paper's SFT schedule for a model as the finetuning target (used where ``trainer`` leaves
+    max_steps / learning_rate / global_batch_size unset)."""
+
+    batch_size: int = 32  # global: sequences per optimizer step
+    steps: dict[str, int] = field(default_factory=dict)  # budget name -> optimizer steps
+    learning_rate: float = 1e-6
 
 
 @dataclass
@@ -35,6 +46,7 @@ class ModelSpec:
     target: str | None = None  # the model finetuned when this role is the target (default: path)
     price_in_per_mtok: float | None = None  # USD per 1M prompt tokens (API models)
     price_out_per_mtok: float | None = None  # USD per 1M generated tokens (API models)
+    finetune: FinetuneSchedule | None = None  # its SFT schedule when it is the target
 
 
 @dataclass
@@ -94,8 +106,9 @@ class BudgetConfig:
 class SetupConfig:
     name: str = MISSING
     target: str = MISSING  # the model finetuned: student | wc | se
-    arms: list[str] = field(default_factory=lambda: ["wc", "se"])  # whose data it is trained on
+    arms: list[str] = field(default_factory=lambda: ["wc", "se"])  # SFT data arms (wcse.train.arms.ARMS)
     paradigm: dict[str, str] = field(default_factory=dict)  # arm -> paradigm, for the report
+    mix_wc_fraction: float = 0.5  # the WC share of the ``mix`` arm (the paper's mixing ablation)
 
 
 @dataclass
@@ -133,19 +146,25 @@ class SamplerConfig:
 @dataclass
 class TrainerConfig:
     name: str = MISSING
-    max_steps: int = 200
+    max_steps: int | None = 200  # None: the target's paper schedule for this budget
     per_device_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
+    gradient_accumulation_steps: int | None = 1  # None: global_batch_size / (per_device_batch_size x nprocs)
+    global_batch_size: int | None = None  # with gradient_accumulation_steps=None; None: the schedule's
+    learning_rate: float | None = 1e-4  # None: the schedule's
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     max_length: int = 512
     seed: int = 0
     nprocs: int = 1
-    launcher: str = "python"  # python | torchrun
+    launcher: str = "python"  # python | torchrun | deepspeed
     bf16: bool = False
     deepspeed: dict[str, Any] | None = None  # a DeepSpeed config; None trains without it
+    format: str = "plain"  # plain | chat (the target's chat template around the prompt)
+    packing: bool = False  # concatenate examples per batch, attention kept within each
+    checkpoints: int = 0  # N evenly spaced checkpoints, scored on validation; the best is tested
+    lora: dict[str, Any] | None = None  # peft LoraConfig kwargs (one-GPU finetuning)
+    peak_tflops: float | None = None  # per device, for MFU (None: looked up from the GPU name)
 
 
 @dataclass
@@ -275,9 +294,11 @@ def validate(cfg: Any) -> None:
         raise ValueError(f"stages: unknown stage(s) {unknown}; known: {list(STAGES)}")
     if cfg.setup.target not in ROLES:
         raise ValueError(f"setup.target={cfg.setup.target!r}: must be one of {list(ROLES)}")
-    bad_arms = [a for a in cfg.setup.arms if a not in ("wc", "se")]
+    bad_arms = [a for a in cfg.setup.arms if a not in ARMS]
     if bad_arms:
-        raise ValueError(f"setup.arms: unknown arm(s) {bad_arms}; known: ['wc', 'se']")
+        raise ValueError(f"setup.arms: unknown arm(s) {bad_arms}; known: {list(ARMS)}")
+    if not 0 <= cfg.setup.mix_wc_fraction <= 1:
+        raise ValueError(f"setup.mix_wc_fraction={cfg.setup.mix_wc_fraction}: must be in [0, 1]")
     if cfg.sampler.backend not in SAMPLER_BACKENDS:
         raise ValueError(f"sampler.backend={cfg.sampler.backend!r}: available backends are {list(SAMPLER_BACKENDS)}")
     v = cfg.verifier
@@ -304,6 +325,44 @@ def validate(cfg: Any) -> None:
         plan_budget(cfg)
     except ValueError as err:
         raise ValueError(f"budget={cfg.budget.name} with model_pair={cfg.model_pair.name}: {err}") from None
+    if any(stage in cfg.stages for stage in ("train", "evaluate")):
+        train_settings(cfg)
+
+
+def train_settings(cfg: Any) -> dict[str, Any]:
+    """The trainer group as TrainSpec kwargs, with what it leaves unset taken from the target's
+    paper schedule (model_pair.<target>.finetune) for this budget; errors name the keys."""
+    t = OmegaConf.to_container(cfg.trainer, resolve=True)
+    t.pop("name")
+    target = cfg.setup.target
+    schedule = cfg.model_pair[target].finetune
+    where = f"model_pair={cfg.model_pair.name}: {target}.finetune"
+
+    def scheduled(key: str) -> Any:
+        if schedule is None:
+            raise ValueError(f"trainer.{key} is unset and {where} (the paper's schedule) is not given; set trainer.{key}")
+        if key == "max_steps":
+            if cfg.budget.name not in schedule.steps:
+                raise ValueError(f"trainer.max_steps is unset and {where}.steps has no entry for budget={cfg.budget.name}")
+            return schedule.steps[cfg.budget.name]
+        return schedule[key]
+
+    if t["max_steps"] is None:
+        t["max_steps"] = scheduled("max_steps")
+    if t["learning_rate"] is None:
+        t["learning_rate"] = scheduled("learning_rate")
+    global_batch = t.pop("global_batch_size")
+    if t["gradient_accumulation_steps"] is None:
+        global_batch = global_batch or scheduled("batch_size")
+        per_step = t["per_device_batch_size"] * t["nprocs"]
+        if global_batch % per_step:
+            raise ValueError(
+                f"global batch {global_batch} is not a multiple of trainer.per_device_batch_size x trainer.nprocs = {per_step}"
+            )
+        t["gradient_accumulation_steps"] = global_batch // per_step
+    elif global_batch is not None:
+        raise ValueError("trainer.global_batch_size needs trainer.gradient_accumulation_steps=null (it is derived)")
+    return t
 
 
 def plan_budget(cfg: Any) -> budget.SampleBudget:

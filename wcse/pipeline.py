@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from wcse import budget as budget_lib
 from wcse import models
 from wcse.artifacts import Cache, MissingArtifact, digest, file_sha256
-from wcse.config import STAGES, plan_budget
+from wcse.config import STAGES, plan_budget, train_settings
 from wcse.data import prompts
 from wcse.data.registry import SPLITS, load_problems
 from wcse.evaluate import eval_requests, evaluate
@@ -35,6 +35,7 @@ from wcse.records import Problem, Sample, Verdict, read_jsonl, write_jsonl
 from wcse.sampling.backends import in_shard, open_sampler
 from wcse.sampling.store import SampleRequest, SampleStore, ensure_samples
 from wcse.toy import ladder
+from wcse.train import arms
 from wcse.train.launch import run_training
 from wcse.train.sft import TrainSpec
 from wcse.verify import judge as judge_lib
@@ -52,8 +53,8 @@ class Pipeline:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
-        # The dataset artifact is cheap and deterministic: any stage may build it on demand.
-        self.cache = Cache(cfg.paths.cache_dir, allowed={*cfg.stages, "dataset"})
+        # The dataset and an arm's data are cheap and deterministic: any stage may build them.
+        self.cache = Cache(cfg.paths.cache_dir, allowed={*cfg.stages, "dataset", "arm"})
         self.run_dir = Path(cfg.paths.run_dir)
         self.timing: dict[str, float] = {}
 
@@ -400,12 +401,31 @@ class Pipeline:
         return judge_lib.apply_step_judgements(verdicts, self.judge([s for s in samples if s.key in chosen]))
 
     # ----------------------------------------------------------------- finetune
+    @cache  # noqa: B019
+    def arm_data(self, arm: str) -> Path:
+        """The SFT rows of a data arm (wc, se, mix, wc_one, se_one) from the filtered sets it reads."""
+        sources = arms.arm_sources(arm)
+        setup = self.cfg.setup
+        payload = {"arm": arm, "filtered": {s: self.verified(s).name for s in sources}, "seed": self.cfg.seed}
+        if arm == "mix":
+            payload["mix_wc_fraction"] = setup.mix_wc_fraction
+
+        def build(out: Path) -> None:
+            rows = {s: [json.loads(line) for line in open(self.verified(s) / "sft.jsonl", encoding="utf-8")] for s in sources}
+            data = arms.build_arm(arm, rows, mix_wc_fraction=setup.mix_wc_fraction, seed=self.cfg.seed)
+            with open(out / "sft.jsonl", "w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(row) + "\n" for row in data)
+            counts = dict(sorted(Counter(row["source"] for row in data).items()))
+            (out / "composition.json").write_text(json.dumps({"rows": len(data), "by_source": counts}))
+
+        return self.cache.get_or_build("arm", {"key": digest(payload)}, build, label=f"{arm} data")
+
     @cache  # noqa: B019 - validated (hashed) once per run, however many stages read it
     def trained(self, arm: str) -> Path:
-        """The setup's target finetuned on ``arm``'s filtered data."""
+        """The setup's target finetuned on ``arm``'s data."""
         target = self.cfg.setup.target
-        trainer = _plain(self.cfg.trainer)
-        data_dir = self.verified(arm)
+        trainer = train_settings(self.cfg)  # the trainer group (schedule filled in) is a spec minus paths
+        data_dir = self.arm_data(arm)
         payload = {"target": self.model_id(target, target=True), "data": data_dir.name, "trainer": trainer}
 
         def build(out: Path) -> None:
@@ -413,23 +433,26 @@ class Pipeline:
                 output_dir=str(out),
                 data_path=str(data_dir / "sft.jsonl"),
                 base_model=self.model_path(target, target=True),
-                **{k: v for k, v in trainer.items() if k != "name"},  # the trainer group is a spec minus paths
+                **trainer,
             )
             run_training(spec, log_path=out / "train.log")
 
-        return self.cache.get_or_build("train", payload, build, label=f"{target} on {arm} data")
+        return self.cache.get_or_build("train", payload, build, label=f"{target} on {arm} data", resumable=True)
 
     def stage_train(self) -> dict[str, Any]:
         out = {}
         for arm in self.cfg.setup.arms:
             metrics = json.loads((self.trained(arm) / "metrics.json").read_text())
-            out[arm] = {k: metrics[k] for k in ("train_loss", "steps", "n_examples", "train_seconds", "tokens_per_second") if k in metrics}
+            keys = ("train_loss", "steps", "n_examples", "train_seconds", "tokens_per_second", "mfu", "world_size")
+            out[arm] = {k: metrics[k] for k in keys if k in metrics}
+            out[arm]["data"] = json.loads((self.arm_data(arm) / "composition.json").read_text())
         return {"train": out}
 
     # ----------------------------------------------------------------- evaluate
-    def _evaluate_path(self, model_path: str, model_id: str, out_dir: Path) -> dict[str, Any]:
+    def _evaluate_path(self, model_path: str, model_id: str, out_dir: Path, split: str | None = None) -> dict[str, Any]:
         e = self.cfg.evaluator
-        problems = self.problems[e.split][: e.limit] if e.limit else self.problems[e.split]
+        problems = self.problems[split or e.split]
+        problems = problems[: e.limit] if e.limit else problems
         params = {"temperature": e.temperature, "top_p": 1.0, "max_new_tokens": e.max_new_tokens}
         requests = eval_requests(model_id, self.dataset_id, self.cfg.dataset.prompt, problems, params, self.cfg.seed)
         # Finetuned targets are local models: API backends sample, they do not evaluate them.
@@ -441,15 +464,43 @@ class Pipeline:
             return evaluate(sampler, requests, problems, self.cfg.dataset.format, out_dir, **self.verify_settings)
 
     @cache  # noqa: B019 - validated (hashed) once per run, however many stages read it
-    def evaluation(self, label: str, model_path: str, model_id: str) -> dict[str, Any]:
-        payload = {"model": model_id, "dataset": self.dataset_id, "evaluator": _plain(self.cfg.evaluator), "v": 1}
+    def evaluation(self, label: str, model_path: str, model_id: str, split: str | None = None) -> dict[str, Any]:
+        evaluator = _plain(self.cfg.evaluator) | {"split": split or self.cfg.evaluator.split}
+        payload = {"model": model_id, "dataset": self.dataset_id, "evaluator": evaluator, "v": 1}
 
         def build(out: Path) -> None:
-            result = self._evaluate_path(model_path, model_id, out)
+            result = self._evaluate_path(model_path, model_id, out, split)
             (out / "result.json").write_text(json.dumps(result, indent=1))
 
         path = self.cache.get_or_build("evaluate", payload, build, label=label)
         return json.loads((path / "result.json").read_text())
+
+    @cache  # noqa: B019
+    def selected(self, arm: str) -> dict[str, Any]:
+        """The paper's checkpoint selection: every saved checkpoint of ``arm``'s finetune is
+        scored on the validation split and the best is the one tested (ties: the later step).
+        Without checkpoints or a validation split the final weights are the model."""
+        path = self.trained(arm)
+        metrics = json.loads((path / "metrics.json").read_text())
+        final = {"step": metrics["steps"], "path": str(path / "model")}
+        checkpoints = metrics.get("checkpoints") or []
+        if not checkpoints or not self.problems["validation"]:
+            return {"best": final, "checkpoints": [], "reason": "no checkpoints" if not checkpoints else "no validation split"}
+        target = self.cfg.setup.target
+        scored = []
+        for c in checkpoints:
+            folder = path / c["path"]
+            result = self.evaluation(
+                f"{target} on {arm} data, step {c['step']} (validation)",
+                str(folder),
+                f"trained@{path.name}/step-{c['step']}",
+                split="validation",
+            )
+            scored.append({"step": c["step"], "path": str(folder), "validation_pass@1": result["pass@1"]})
+        best = max(scored, key=lambda c: (c["validation_pass@1"], c["step"]))
+        log.info("%s on %s data: best checkpoint step %d (validation pass@1 %.3f) of %d",
+                 target, arm, best["step"], best["validation_pass@1"], len(scored))
+        return {"best": best, "checkpoints": scored}
 
     def stage_evaluate(self) -> dict[str, Any]:
         target, pair = self.cfg.setup.target, self.cfg.model_pair
@@ -459,9 +510,10 @@ class Pipeline:
         }
         arms = {}
         for arm in self.cfg.setup.arms:
-            path = self.trained(arm)
-            result = self.evaluation(f"{target} on {arm} data", str(path / "model"), f"trained@{path.name}")
-            arms[arm] = {"paradigm": self.cfg.setup.paradigm.get(arm), **result}
+            path, selection = self.trained(arm), self.selected(arm)
+            best = selection["best"]
+            result = self.evaluation(f"{target} on {arm} data", best["path"], f"trained@{path.name}/step-{best['step']}")
+            arms[arm] = {"paradigm": self.cfg.setup.paradigm.get(arm), "checkpoint_selection": selection, **result}
         scores = {arm: r["pass@1"] for arm, r in arms.items()}
         return {
             "models": {

@@ -46,11 +46,14 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     if "finetune" in summary:
         ft = summary["finetune"]
         table = Table(title=f"Finetuning {ft['target_model']} (setup {ft['setup']}); base pass@1 {_pct(ft['base_pass@1'])}")
-        for col in ("data", "paradigm", "pass@1", "95% CI", "FPR of correct answers"):
+        for col in ("data", "paradigm", "pass@1", "95% CI", "FPR of correct answers", "checkpoint (val. pass@1)"):
             table.add_column(col, justify="right")
         for arm, r in ft["arms"].items():
             lo, hi = r["pass@1_interval"]
-            table.add_row(arm.upper(), r["paradigm"] or "-", _pct(r["pass@1"]), f"{_pct(lo)}-{_pct(hi)}", _pct(r["fpr"]["value"]))
+            best = r["checkpoint_selection"]["best"]
+            n = len(r["checkpoint_selection"]["checkpoints"])
+            chosen = f"step {best['step']}" + (f", best of {n} ({_pct(best['validation_pass@1'])})" if n else " (final)")
+            table.add_row(arm.upper(), r["paradigm"] or "-", _pct(r["pass@1"]), f"{_pct(lo)}-{_pct(hi)}", _pct(r["fpr"]["value"]), chosen)
         console.print(table)
     if "timing_seconds" in summary:
         console.print("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["timing_seconds"].items()))

@@ -2,18 +2,34 @@
 
 Training runs outside the caller's process so DeepSpeed's global state (comm groups, the live
 config that makes ``from_pretrained`` partition weights) dies with it, and so the same entry
-point serves ``torchrun`` launches of several processes. Artifacts: ``output_dir/model``
-(safetensors + tokenizer) and ``output_dir/metrics.json``.
+point serves ``torchrun`` and ``deepspeed`` launches of several processes. Artifacts:
+``output_dir/model`` (safetensors + tokenizer), ``output_dir/metrics.json`` and, with
+``spec.checkpoints = N``, ``output_dir/checkpoints/checkpoint-<step>`` at N evenly spaced steps.
+
+The HF Trainer rather than TRL's SFTTrainer: :func:`encode_example` already gives what SFTTrainer
+adds (completion-only loss, chat format, packing) without its response-template matching
+pitfalls, and one library fewer sits between us and DeepSpeed.
+
+Checkpoints hold weights ``from_pretrained`` loads and the tokenizer (LoRA: merged, in
+``checkpoint-<step>/merged``), for choosing the best on validation; metrics.json lists them. The newest also holds the resumable state (optimizer or DeepSpeed engine,
+scheduler, RNG, ``trainer_state.json``), dropped from the older ones as each new one is complete
+and from all when the run ends, so disk stays bounded. A run started on an ``output_dir`` with
+such a checkpoint (an interrupted run) resumes from it: the checkpoint steps are the resume
+points, and a run with ``checkpoints = 0`` starts over.
 """
 
 from __future__ import annotations
 
+import argparse
+import ctypes
 import json
 import logging
 import math
 import os
-import socket
+import shutil
+import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,38 +42,87 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedModel,
     Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
     TrainingArguments,
 )
 
+from wcse.train.launch import free_port
 from wcse.train.sft import IGNORE_INDEX, TrainSpec, encode_example, make_collator
 
 log = logging.getLogger("wcse.train.worker")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+CHECKPOINTS = "checkpoints"  # the Trainer's output_dir, under the spec's
+MERGED = "merged"  # a LoRA checkpoint's whole weights, beside the Trainer's adapter
+# What only resuming reads. trainer_state.json is written last and deleted first, so its presence
+# marks a complete checkpoint that can be resumed from.
+RESUME_STATE = (
+    "trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth",
+    "latest", "global_step*", "zero_to_*.py", "adapter_model.safetensors", "adapter_config.json",
+)
+# Dense bf16 tensor-core peaks per GPU (no sparsity), TFLOPS, from NVIDIA's datasheets; matched as
+# substrings of torch.cuda.get_device_name(), first match wins ("NVIDIA H100 80GB HBM3" is the SXM).
+PEAK_BF16_TFLOPS = (
+    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H200 NVL", 835.0), ("H100", 989.0), ("H200", 989.0),
+    ("A100", 312.0), ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0),
+)
 
 
 def _set_process_env(spec: TrainSpec) -> None:
     """Environment DeepSpeed needs that a plain ``python`` launch does not provide.
 
     Compiled ops (the CPU shared-memory comm op takes ~60 s to build) go to a fixed folder so
-    they are built once per machine; torchrun already sets the rendezvous variables.
+    they are built once per machine; torchrun and deepspeed already set the rendezvous variables.
     """
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/wcse/torch_extensions"))
     if spec.deepspeed is not None and "RANK" not in os.environ:
         os.environ.update(
-            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1"
+            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1"
         )
 
 
 def _build_model(spec: TrainSpec) -> PreTrainedModel:
     if spec.base_model is not None:
-        return AutoModelForCausalLM.from_pretrained(spec.base_model)
-    torch.manual_seed(spec.seed)  # the fresh model's weights follow the run's seed
-    return LlamaForCausalLM(LlamaConfig(**spec.init_config))
+        # LoRA's base weights are frozen, so they need no fp32 master copy: bf16 halves their memory.
+        frozen_bf16 = spec.lora is not None and spec.bf16
+        model = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=torch.bfloat16 if frozen_bf16 else None)
+    else:
+        torch.manual_seed(spec.seed)  # the fresh model's weights follow the run's seed
+        model = LlamaForCausalLM(LlamaConfig(**spec.init_config))
+    if spec.lora is None:
+        return model
+    from peft import LoraConfig, get_peft_model  # only LoRA runs need peft
+
+    model = get_peft_model(model, LoraConfig(**spec.lora, task_type="CAUSAL_LM"))
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("LoRA: %d of %d parameters trainable (%.3f%%)", trainable, total, 100 * trainable / total)
+    return model
+
+
+@torch.no_grad()
+def merged_weights(model: Any) -> dict[str, torch.Tensor]:
+    """A LoRA model's weights as a plain model's state dict, each adapter's delta added to its layer.
+
+    Unlike ``merge_and_unload`` this leaves the training model as it is, so checkpoints can be
+    written mid-run (unmerging in bf16 would not restore the base weights exactly).
+    """
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    deltas = {
+        f"{name}.base_layer.weight": sum(module.get_delta_weight(a) for a in module.active_adapters)
+        for name, module in base.named_modules() if isinstance(module, LoraLayer)
+    }
+    return {
+        key.replace(".base_layer.", "."): value + deltas[key].to(value.dtype) if key in deltas else value
+        for key, value in base.state_dict().items() if "lora_" not in key
+    }
+
+
+def _save_merged(model: Any, tokenizer: Any, path: Path) -> None:
+    model.get_base_model().save_pretrained(path, state_dict=merged_weights(model))
+    tokenizer.save_pretrained(path)
 
 
 def _deepspeed_config(spec: TrainSpec) -> dict[str, Any] | None:
@@ -71,13 +136,15 @@ def _deepspeed_config(spec: TrainSpec) -> dict[str, Any] | None:
     config = json.loads(json.dumps(spec.deepspeed))
     zero = config.setdefault("zero_optimization", {})
     if zero.get("stage") == 3:
+        if spec.lora is not None:
+            raise ValueError("LoRA merges adapters into whole weights on rank 0: use ZeRO-2 or no DeepSpeed")
         zero.setdefault("stage3_gather_16bit_weights_on_model_save", True)
     return config
 
 
 def _training_args(spec: TrainSpec) -> TrainingArguments:
     return TrainingArguments(
-        output_dir=spec.output_dir,
+        output_dir=str(Path(spec.output_dir) / CHECKPOINTS),
         max_steps=spec.max_steps,
         per_device_train_batch_size=spec.per_device_batch_size,
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
@@ -90,7 +157,7 @@ def _training_args(spec: TrainSpec) -> TrainingArguments:
         max_grad_norm=spec.max_grad_norm,
         seed=spec.seed,
         logging_steps=spec.logging_steps,
-        save_strategy="no",
+        save_strategy="no",  # _Checkpoints decides
         report_to=[],
         use_cpu=not torch.cuda.is_available(),
         # Without an "optimizer" section the Trainer builds torch AdamW itself and sets
@@ -105,8 +172,9 @@ def _training_args(spec: TrainSpec) -> TrainingArguments:
 
 def _load_dataset(spec: TrainSpec, tokenizer: Any) -> datasets.Dataset:
     raw = datasets.load_dataset("json", data_files=spec.data_path, split="train")
+    chat = spec.format == "chat"
     encoded = raw.map(
-        lambda row: encode_example(tokenizer, row["prompt"], row["completion"], spec.max_length),
+        lambda row: encode_example(tokenizer, row["prompt"], row["completion"], spec.max_length, chat=chat),
         remove_columns=raw.column_names,
     )
     # Rows whose prompt fills max_length have no supervised token and would only add NaN losses.
@@ -117,8 +185,120 @@ def _load_dataset(spec: TrainSpec, tokenizer: Any) -> datasets.Dataset:
     return kept
 
 
+def checkpoint_steps(max_steps: int, n: int) -> list[int]:
+    """``n`` evenly spaced steps ending at ``max_steps`` (fewer when ``n > max_steps``)."""
+    return sorted({round(i * max_steps / n) for i in range(1, n + 1)} - {0})
+
+
+def _checkpoint_path(step: int, spec: TrainSpec) -> str:
+    """Where a checkpoint's loadable weights are, relative to the output_dir (which may move)."""
+    return f"{CHECKPOINTS}/checkpoint-{step}" + (f"/{MERGED}" if spec.lora is not None else "")
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
+
+
+def _resume_point(checkpoint_dir: Path) -> Path | None:
+    """The newest complete checkpoint that still has its resumable state, if any."""
+    resumable = [c for c in checkpoint_dir.glob("checkpoint-*") if (c / "trainer_state.json").exists()]
+    return max(resumable, key=_step, default=None)
+
+
+def _drop_resume_state(checkpoint: Path) -> None:
+    for pattern in RESUME_STATE:
+        for path in sorted(checkpoint.glob(pattern)):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+class _Checkpoints(TrainerCallback):
+    """Saves at the given steps (evenly spaced is no fixed ``save_steps`` when N does not divide
+    max_steps) and keeps resumable state in the newest checkpoint only.
+
+    A LoRA checkpoint is the Trainer's (the adapter, to resume) with the merged weights, for
+    selection, in ``merged/``: written before the Trainer's part, so a checkpoint complete enough
+    to resume from has them, and out of the folder's top, which resuming would read as the adapter's model.
+
+    It also logs at those steps and at the last, so the loss history covers every step and a
+    resumed run continues it exactly where its checkpoint's history ends.
+    """
+
+    def __init__(self, steps: list[int], lora: bool) -> None:
+        self.steps = set(steps)
+        self.lora = lora
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        if state.global_step in self.steps:
+            control.should_save = control.should_log = True
+            if self.lora and state.is_world_process_zero:
+                merged = Path(args.output_dir) / f"checkpoint-{state.global_step}" / MERGED
+                _save_merged(kwargs["model"], kwargs["processing_class"], merged)
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+        return control
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        if state.is_world_process_zero:
+            newest = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            for older in Path(args.output_dir).glob("checkpoint-*"):
+                if older != newest:
+                    _drop_resume_state(older)
+        return control
+
+
+class _SessionStart(TrainerCallback):
+    """Where this process's part of the run starts: a resumed run's throughput counts only its own tokens."""
+
+    step = tokens = 0
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self.step, self.tokens = state.global_step, state.num_input_tokens_seen
+        return control
+
+
+def _mean_loss(history: list[dict[str, float]]) -> float:
+    """The mean per-step loss of the whole run; each logged loss averages the steps since the last log."""
+    total, last = 0.0, 0
+    for entry in history:
+        total += entry["loss"] * (entry["step"] - last)
+        last = entry["step"]
+    return total / last
+
+
+def peak_bf16_tflops(device_name: str) -> float | None:
+    return next((peak for key, peak in PEAK_BF16_TFLOPS if key in device_name), None)
+
+
+def _peak_tflops(spec: TrainSpec) -> float | None:
+    if spec.peak_tflops is not None or not torch.cuda.is_available():
+        return spec.peak_tflops
+    return peak_bf16_tflops(torch.cuda.get_device_name())
+
+
+def _throughput(spec: TrainSpec, model: torch.nn.Module, tokens_per_second: float, world_size: int) -> dict[str, Any]:
+    """Model FLOPs utilisation. Training FLOPs per token: 6 x parameters (forward 2, backward 4 for
+    activation and weight gradients; attention's own FLOPs left out, as is usual); frozen weights
+    (LoRA) get no weight gradients, so 4 x parameters + 2 x trainable ones.
+    """
+    # ZeRO-3 leaves each rank a shard of every parameter; ds_numel is the whole size.
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+    params = sum(n for n, _ in sizes)
+    trainable = sum(n for n, requires_grad in sizes if requires_grad)
+    flops_per_token = 4 * params + 2 * trainable
+    achieved = tokens_per_second * flops_per_token / 1e12
+    peak = _peak_tflops(spec)
+    return {
+        "model_params": params,
+        "trainable_params": trainable,
+        "flops_per_token": flops_per_token,
+        "achieved_tflops": achieved,
+        "peak_tflops": peak,
+        "mfu": None if peak is None else achieved / (peak * world_size),
+    }
+
+
 def train(spec: TrainSpec) -> dict[str, Any] | None:
-    """Train, save the model, and return the metrics (on rank 0; ``None`` elsewhere)."""
+    """Train (resuming an interrupted run), save the model, and return the metrics (on rank 0; ``None`` elsewhere)."""
     _set_process_env(spec)
     args = _training_args(spec)  # before the model: with ZeRO-3 it makes from_pretrained partition
     if spec.deepspeed is not None:
@@ -129,47 +309,95 @@ def train(spec: TrainSpec) -> dict[str, Any] | None:
         deepspeed.init_distributed()
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_path)
     model = _build_model(spec)
-    dataset = _load_dataset(spec, tokenizer)
+    with args.main_process_first(desc="tokenizing"):  # the others read the datasets cache it writes
+        dataset = _load_dataset(spec, tokenizer)
     log.info("training %s on %d examples from %s for %d steps (world size %d, deepspeed %s)",
              spec.base_model or "a fresh model", len(dataset), spec.data_path, spec.max_steps,
              args.world_size, "on" if spec.deepspeed else "off")
 
+    steps = checkpoint_steps(spec.max_steps, spec.checkpoints) if spec.checkpoints else []
+    session = _SessionStart()
     trainer = Trainer(
-        model=model, args=args, train_dataset=dataset, data_collator=make_collator(tokenizer),
-        processing_class=tokenizer,
+        model=model, args=args, train_dataset=dataset, data_collator=make_collator(tokenizer, packing=spec.packing),
+        processing_class=tokenizer, callbacks=[_Checkpoints(steps, lora=spec.lora is not None), session],
     )
-    result = trainer.train()
+    resume = _resume_point(Path(args.output_dir))
+    if resume is not None:
+        log.info("resuming from %s (step %d of %d)", resume, _step(resume), spec.max_steps)
+    result = trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
     train_seconds = result.metrics["train_runtime"]  # the loop only, without DeepSpeed engine setup
 
     model_dir = Path(spec.output_dir) / "model"
-    trainer.save_model(str(model_dir))  # every rank: ZeRO-3 gathers the weights collectively
+    if spec.lora is None:
+        trainer.save_model(str(model_dir))  # every rank: ZeRO-3 gathers the weights collectively
     if not trainer.is_world_process_zero():
         return None
+    if spec.lora is not None:
+        _save_merged(trainer.model, tokenizer, model_dir)
     tokens = trainer.state.num_input_tokens_seen
     history = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
+    tokens_per_second = (tokens - session.tokens) / train_seconds
     metrics = {
-        "train_loss": result.training_loss,
+        "train_loss": _mean_loss(history),
         "loss_history": history,
         "steps": trainer.state.global_step,
+        "resumed_from_step": session.step or None,
         "train_seconds": train_seconds,
         "train_tokens": tokens,
-        "tokens_per_second": tokens / train_seconds,
+        "tokens_per_second": tokens_per_second,
+        **_throughput(spec, trainer.model, tokens_per_second, args.world_size),
         "n_examples": len(dataset),
         "world_size": args.world_size,
+        "checkpoints": [{"step": s, "path": _checkpoint_path(s, spec)} for s in steps],
     }
     metrics_path = Path(spec.output_dir) / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=2))
+    for checkpoint in Path(args.output_dir).glob("checkpoint-*"):  # the run is complete: nothing to resume
+        _drop_resume_state(checkpoint)
     log.info("saved model to %s and metrics to %s (mean train loss %.4f, %.0f tokens/s)",
              model_dir, metrics_path, metrics["train_loss"], metrics["tokens_per_second"])
     return metrics
 
 
+def _die_with_parent() -> None:
+    """End this process when the one that started it ends, however it ends.
+
+    torchrun starts each worker in a session of its own, so a launcher killed with SIGKILL (kill -9,
+    the OOM killer) would leave its workers training on unseen, into the output_dir that a rerun
+    resumes in. Linux's parent-death signal takes them down with it.
+    """
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
+def _leave_process_group() -> None:
+    """Take the process group down together once rank 0 is done writing.
+
+    A rank that exits with its gloo group alive can abort in a C++ destructor ("terminate called
+    without an active exception"), failing a run whose results were all saved.
+    """
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        sys.exit("usage: python -m wcse.train.worker SPEC.json")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    train(TrainSpec.load(argv[0]))
+    parser = argparse.ArgumentParser(prog="python -m wcse.train.worker")
+    parser.add_argument("spec", help="a TrainSpec saved as JSON")
+    # The deepspeed launcher passes --local_rank=N; LOCAL_RANK in the environment says the same.
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
+    spec = TrainSpec.load(parser.parse_args(argv).spec)
+    _die_with_parent()
+    rank = int(os.environ.get("RANK", "0"))
+    # Rank 0 tells the story; the others speak only of trouble, so N processes give one log.
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s")
+    if rank != 0:
+        datasets.disable_progress_bars()
+    # DeepSpeed 0.19 calls collectives torch 2.13 deprecates: a FutureWarning per call site, step and rank.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed.c10d_logger")
+    train(spec)
+    _leave_process_group()
 
 
 if __name__ == "__main__":

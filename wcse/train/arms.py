@@ -1,0 +1,85 @@
+"""The SFT data of each training arm, built from the filtered (kept) samples of WC and SE.
+
+Arms:
+
+- ``wc`` / ``se``: every kept row of that model (the paper's main comparison).
+- ``mix``: WC and SE rows together at a WC fraction (the mixing ablation). Its size is that of
+  the smaller of the two sets, so it trains on no more data than either pure arm and a change
+  of fraction changes only the composition, never the amount; with fraction 1.0 it is WC data
+  subsampled to the size of the smaller set (the dataset-size ablation).
+- ``wc_one`` / ``se_one``: one kept row per problem, so the data has the model's coverage but
+  no diversity (the ablation that separates the two).
+
+Every returned row is a copy with ``source`` set to the model it came from, so the exact
+composition of an arm is recorded in its own data. Choices are seeded from strings, never from
+``hash()``, so the same rows and seed give the same arm in every process.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+
+_ARM_SOURCES = {"wc": ("wc",), "se": ("se",), "mix": ("wc", "se"), "wc_one": ("wc",), "se_one": ("se",)}
+ARMS = tuple(_ARM_SOURCES)  # ("wc", "se", "mix", "wc_one", "se_one")
+
+
+def arm_sources(arm: str) -> tuple[str, ...]:
+    """The filtered sets ``arm`` reads, so only those are sampled and verified."""
+    if arm not in _ARM_SOURCES:
+        raise ValueError(f"unknown arm {arm!r}; known: {list(ARMS)}")
+    return _ARM_SOURCES[arm]
+
+
+def build_arm(
+    arm: str, rows: Mapping[str, Sequence[dict]], *, mix_wc_fraction: float = 0.5, seed: int = 0
+) -> list[dict]:
+    """The SFT rows of ``arm`` from ``rows[source]``, the kept rows of each source it reads.
+
+    ``mix`` takes ``round(mix_wc_fraction * n)`` WC rows (halves up) and the rest of
+    ``n = min(len(wc), len(se))`` from SE, each drawn without replacement and kept in input order.
+    """
+    sources = arm_sources(arm)
+    missing = [source for source in sources if source not in rows]
+    if missing:
+        raise ValueError(f"arm {arm!r} reads the filtered rows of {list(sources)}; missing: {missing}")
+    tagged = {source: [{**row, "source": source} for row in rows[source]] for source in sources}
+    if arm == "mix":
+        out = _mix(tagged["wc"], tagged["se"], mix_wc_fraction, seed)
+    elif arm.endswith("_one"):
+        out = _one_per_problem(arm, tagged[sources[0]], seed)
+    else:
+        out = tagged[sources[0]]
+    if not out:
+        sizes = ", ".join(f"{source}: {len(rows[source])} rows" for source in sources)
+        raise ValueError(f"arm {arm!r} has no SFT rows ({sizes})")
+    return out
+
+
+def _mix(wc: list[dict], se: list[dict], wc_fraction: float, seed: int) -> list[dict]:
+    if isinstance(wc_fraction, bool) or not isinstance(wc_fraction, int | float) or not 0 <= wc_fraction <= 1:
+        raise ValueError(f"arm 'mix': mix_wc_fraction must be a number in [0, 1], got {wc_fraction!r}")
+    n = min(len(wc), len(se))
+    n_wc = math.floor(wc_fraction * n + 0.5)
+    rng = random.Random(f"mix:{seed}")
+    return _draw(wc, n_wc, rng) + _draw(se, n - n_wc, rng)
+
+
+def _draw(rows: list[dict], k: int, rng: random.Random) -> list[dict]:
+    """``k`` rows without replacement, in their input order (the trainer shuffles anyway)."""
+    return [rows[i] for i in sorted(rng.sample(range(len(rows)), k))]
+
+
+def _one_per_problem(arm: str, rows: list[dict], seed: int) -> list[dict]:
+    """One row per problem, in order of first appearance.
+
+    The choice for a problem is seeded by the problem id, so it does not depend on which other
+    problems are present.
+    """
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        if "problem_id" not in row:
+            raise ValueError(f"arm {arm!r} needs a problem_id in every row; got keys {sorted(row)}")
+        groups.setdefault(row["problem_id"], []).append(row)
+    return [random.Random(f"one:{seed}:{pid}").choice(group) for pid, group in groups.items()]
