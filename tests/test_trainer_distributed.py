@@ -3,16 +3,18 @@ process's loss curve, a killed run resumes where it stopped, LoRA saves merged w
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from test_trainer import ZERO2, write_toy
 from transformers import AutoModelForCausalLM
 
+from tests.test_trainer import ZERO2, write_toy
 from wcse.train.launch import command, run_training
 from wcse.train.sft import TrainSpec
 
@@ -175,3 +177,20 @@ def test_lora_trains_adapters_and_saves_merged_weights(toy: tuple[Path, Path], t
         assert changed == {f"{name}.weight" for name in linears}  # only where the adapters sit
     assert not list(run.rglob("adapter_*"))
     assert (run / "model" / "tokenizer.json").exists()
+
+
+@pytest.mark.slow
+def test_the_cli_launches_two_ranks_under_one_hydra_run_directory(tmp_path: Path) -> None:
+    """Hydra composes once in the parent; torchrun's ranks never see Hydra or make run dirs."""
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "wcse.main", "experiment=toy_tiny", "trainer.launcher=torchrun", "trainer.nprocs=2",
+         "trainer.per_device_batch_size=4", "stages=[dataset,sample,verify,train]",
+         f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {arm: summary["train"][arm]["world_size"] for arm in ("wc", "se")} == {"wc": 2, "se": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "run"]  # no outputs/ from any rank
+    assert [p.name for p in run_dir.iterdir() if p.is_dir()] == [".hydra"]

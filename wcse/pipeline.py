@@ -446,6 +446,7 @@ class Pipeline:
             keys = ("train_loss", "steps", "n_examples", "train_seconds", "tokens_per_second", "mfu", "world_size")
             out[arm] = {k: metrics[k] for k in keys if k in metrics}
             out[arm]["data"] = json.loads((self.arm_data(arm) / "composition.json").read_text())
+            out[arm]["dir"] = str(self.trained(arm))  # metrics.json (loss_history), checkpoints/, model/
         return {"train": out}
 
     # ----------------------------------------------------------------- evaluate
@@ -473,7 +474,7 @@ class Pipeline:
             (out / "result.json").write_text(json.dumps(result, indent=1))
 
         path = self.cache.get_or_build("evaluate", payload, build, label=label)
-        return json.loads((path / "result.json").read_text())
+        return json.loads((path / "result.json").read_text()) | {"dir": str(path)}  # samples.jsonl, verdicts.jsonl
 
     @cache  # noqa: B019
     def selected(self, arm: str) -> dict[str, Any]:
