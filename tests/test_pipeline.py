@@ -88,6 +88,18 @@ def test_self_improvement_trains_every_data_arm(tiny) -> None:
         assert len(arms[arm]["checkpoint_selection"]["checkpoints"]) == 4
 
 
+def test_sampled_evaluation_gives_maj_at_k(tiny) -> None:
+    root, _ = tiny
+    summary = run(root, "setup=w2s", "budget=low", "evaluator=sampled", "evaluator.samples=4", "evaluator.maj_ks=[1,2,4]")
+    for arm in ("wc", "se"):
+        result = summary["finetune"]["arms"][arm]
+        assert result["n"] == 4 * 40 and result["n_problems"] == 40
+        assert result["maj@1"] == pytest.approx(result["pass@1"])  # one-sample groups: the same mean
+        assert 0 <= result["maj@4"] <= 1 and set(result["per_subject"]) <= {"one_person", "two_people"}
+        samples = [json.loads(line) for line in open(Path(result["dir"]) / "samples.jsonl")]
+        assert {s["params"]["temperature"] for s in samples} == {0.7} and len(samples) == 160
+
+
 def test_a_higher_budget_generates_only_the_difference(tiny) -> None:
     root, _ = tiny
     before = {s.read_text() for s in shards(root)}

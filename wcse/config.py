@@ -171,6 +171,8 @@ class TrainerConfig:
 class EvaluatorConfig:
     split: str = "test"
     temperature: float = 0.0  # 0: greedy pass@1
+    samples: int = 1  # per problem; > 1 (at temperature > 0) gives sampled pass@1 and maj@k
+    maj_ks: list[int] = field(default_factory=list)  # maj@k for these k (each <= samples)
     max_new_tokens: int = 128
     batch_size: int = 64
     limit: int | None = None  # evaluate only the first N problems
@@ -318,6 +320,11 @@ def validate(cfg: Any) -> None:
                 f"verifier.judge.prompt={v.judge.prompt!r} is a {kind!r} prompt; verifier.method={v.method} "
                 f"needs a {wanted!r} prompt ({'label-free decisions' if wanted == 'answer' else 'step-level FPR'})"
             )
+    e = cfg.evaluator
+    if e.samples < 1 or any(not 1 <= k <= e.samples for k in e.maj_ks):
+        raise ValueError(f"evaluator.maj_ks={list(e.maj_ks)}: each k must be in 1..evaluator.samples={e.samples}")
+    if e.samples > 1 and e.temperature == 0:
+        raise ValueError(f"evaluator.samples={e.samples} at temperature 0 repeats one greedy answer; set evaluator.temperature")
     shard = cfg.sampler.shard
     if not 0 <= shard.index < shard.count:
         raise ValueError(f"sampler.shard: index {shard.index} is not in [0, count={shard.count})")

@@ -1,9 +1,16 @@
-"""pass@1 of a model on a split: the paper's zero-shot evaluation of finetuned models."""
+"""pass@1 and maj@k of a model on a split: the paper's zero-shot evaluation of finetuned models.
+
+Greedy decoding gives one sample per problem and pass@1 is its accuracy. Sampled evaluation
+draws ``n`` samples per problem (the paper: temperature 0.7): pass@1 is then their mean
+accuracy, and maj@k the accuracy of the majority answer of k samples, averaged over the n // k
+disjoint groups of k samples each problem has (every sample used once, none twice). Votes go to
+the extracted answer as written; a tie goes to the answer given first.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,36 +22,76 @@ from wcse.verify.verifier import verify_samples
 
 
 def eval_requests(
-    model_id: str, dataset_id: str, prompt_id: str, problems: Sequence[Problem], params: dict[str, Any], seed: int
+    model_id: str,
+    dataset_id: str,
+    prompt_id: str,
+    problems: Sequence[Problem],
+    params: dict[str, Any],
+    seed: int,
+    n: int = 1,
 ) -> list[SampleRequest]:
-    """One zero-shot request per problem (sample index 0)."""
+    """``n`` zero-shot requests per problem (sample indices 0..n-1)."""
     return [
         SampleRequest.create(
             model=model_id,
             dataset=dataset_id,
             problem_id=p.id,
-            index=0,
+            index=j,
             prompt=prompts.zero_shot(prompt_id, p),
             params=params,
             base_seed=seed,
         )
         for p in problems
+        for j in range(n)
     ]
 
 
-def score(problems: Sequence[Problem], verdicts: Sequence[Verdict]) -> dict[str, Any]:
-    """pass@1 overall and per level, and the FPR of the model's own correct answers."""
-    level_of = {p.id: p.level for p in problems}
+def majority_correct(verdicts: Sequence[Verdict]) -> bool:
+    """Whether the most frequent extracted answer among ``verdicts`` (ties: the first) is correct."""
+    answered = [v for v in verdicts if v.extracted is not None]
+    if not answered:
+        return False
+    votes = Counter(v.extracted for v in answered)
+    top = max(votes.values())
+    winner = next(v for v in answered if votes[v.extracted] == top)
+    return winner.correct
+
+
+def maj_at_k(by_problem: Mapping[str, Sequence[Verdict]], k: int) -> float:
+    """Mean over problems of the majority-vote accuracy of their disjoint groups of k samples."""
+    per_problem = []
+    for pid, verdicts in by_problem.items():
+        groups = len(verdicts) // k
+        if groups == 0:
+            raise ValueError(f"maj@{k}: problem {pid!r} has only {len(verdicts)} samples")
+        per_problem.append(sum(majority_correct(verdicts[g * k : (g + 1) * k]) for g in range(groups)) / groups)
+    return sum(per_problem) / len(per_problem)
+
+
+def score(problems: Sequence[Problem], verdicts: Sequence[Verdict], maj_ks: Sequence[int] = ()) -> dict[str, Any]:
+    """pass@1 overall, per level and per subject, maj@k, and the FPR of the model's own correct answers.
+
+    The interval is Wilson's over samples; with several samples per problem they are not
+    independent, so it is narrower than an interval over problems would be.
+    """
+    info = {p.id: p for p in problems}
     by_level: dict[str, list[bool]] = defaultdict(list)
-    for v in verdicts:
-        by_level[str(level_of[v.problem_id])].append(v.correct)
+    by_subject: dict[str, list[bool]] = defaultdict(list)
+    by_problem: dict[str, list[Verdict]] = defaultdict(list)
+    for v in sorted(verdicts, key=lambda v: v.index):
+        by_level[str(info[v.problem_id].level)].append(v.correct)
+        by_subject[str(info[v.problem_id].subject)].append(v.correct)
+        by_problem[v.problem_id].append(v)
     checked = [v for v in verdicts if v.correct and v.steps_correct is not None]
     n_correct = sum(v.correct for v in verdicts)
     return {
         "n": len(verdicts),
+        "n_problems": len(by_problem),
         "pass@1": n_correct / max(1, len(verdicts)),
         "pass@1_interval": list(wilson_interval(n_correct, len(verdicts))),
+        **{f"maj@{k}": maj_at_k(by_problem, k) for k in maj_ks},
         "per_level": {k: sum(c) / len(c) for k, c in sorted(by_level.items())},
+        "per_subject": {k: sum(c) / len(c) for k, c in sorted(by_subject.items())},
         "fpr": Rate.of(sum(not v.steps_correct for v in checked), len(checked)).to_dict(),
         "status": {s: sum(v.status == s for v in verdicts) for s in sorted({v.status for v in verdicts})},
     }
@@ -56,6 +103,7 @@ def evaluate(
     problems: Sequence[Problem],
     fmt: str,
     out_dir: Path,
+    maj_ks: Sequence[int] = (),
     **verify_settings: Any,
 ) -> dict[str, Any]:
     """Generate, verify (lenient, as for evaluation) and score; keep the raw outputs for inspection.
@@ -66,4 +114,4 @@ def evaluate(
     verdicts = verify_samples(fmt, {p.id: p for p in problems}, samples, "lenient", desc="evaluate", **verify_settings)
     write_jsonl(out_dir / "samples.jsonl", samples)
     write_jsonl(out_dir / "verdicts.jsonl", verdicts)
-    return score(problems, verdicts)
+    return score(problems, verdicts, maj_ks)

@@ -455,14 +455,14 @@ class Pipeline:
         problems = self.problems[split or e.split]
         problems = problems[: e.limit] if e.limit else problems
         params = {"temperature": e.temperature, "top_p": 1.0, "max_new_tokens": e.max_new_tokens}
-        requests = eval_requests(model_id, self.dataset_id, self.cfg.dataset.prompt, problems, params, self.cfg.seed)
+        requests = eval_requests(model_id, self.dataset_id, self.cfg.dataset.prompt, problems, params, self.cfg.seed, e.samples)
         # Finetuned targets are local models: API backends sample, they do not evaluate them.
         backend = "hf" if self.cfg.sampler.backend == "openai" else self.cfg.sampler.backend
         sampler_cfg = OmegaConf.merge(self.cfg.sampler, {"backend": backend})
         with open_sampler(
             sampler_cfg, model_path, temperature=e.temperature, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size
         ) as sampler:
-            return evaluate(sampler, requests, problems, self.cfg.dataset.format, out_dir, **self.verify_settings)
+            return evaluate(sampler, requests, problems, self.cfg.dataset.format, out_dir, e.maj_ks, **self.verify_settings)
 
     @cache  # noqa: B019 - validated (hashed) once per run, however many stages read it
     def evaluation(self, label: str, model_path: str, model_id: str, split: str | None = None) -> dict[str, Any]:

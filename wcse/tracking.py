@@ -1,11 +1,53 @@
-"""Experiment tracking: the run's summary to Weights & Biases (offline by default)."""
+"""Experiment tracking: each finished job to Weights & Biases, one run per data arm (offline by default).
+
+A job (one setup x budget x model pair x dataset) becomes one W&B run per arm of its setup, so the
+WC and SE runs of a job carry the same metric keys and a dashboard compares them by grouping on
+the ``arm`` config field instead of pairing arm-prefixed keys by hand. All runs of a Hydra sweep
+share one group, named after the sweep directory; ``job_type`` is the setup.
+
+Everything is logged after the pipeline, from ``summary.json`` and the artifacts it points to
+(``train[arm].dir``: ``metrics.json`` with the loss history; ``finetune.arms[arm].dir``: the
+evaluation's ``samples.jsonl``/``verdicts.jsonl``), so a job that reuses cached training still
+gets its curves, and a tracker failure cannot lose results already written.
+
+Keys of an arm's run (``src`` = the sampler whose filtered data the arm trains on; arm ``mix``
+reads two, so it has no ``data``/``sampling``/``filter`` keys, its composition is ``train/data``):
+
+- series: ``train/loss`` and ``val/pass@1`` (checkpoint selection) against ``train/step``;
+  ``data/coverage@k`` against ``data/k`` (the coverage curve)
+- ``data/*``, ``sampling/*``, ``filter/*``: ``summary[section][src]`` (coverage, diversity and
+  ``diversity_by_rule``, FPR with its interval, per level/subject; cost; verification counts)
+- ``train/*``: ``summary["train"][arm]`` (final loss, steps, tokens/s, MFU, data composition)
+- ``eval/*``: ``summary["finetune"]["arms"][arm]`` (pass@1 with ``pass@1_interval/{low,high}``,
+  maj@k, per level/subject, FPR, selected checkpoint) and ``eval/base_pass@1`` (untuned target)
+- ``budget/*``, ``timing/*``: the job's, identical in every arm's run
+- ``eval/samples``: a table of the first evaluation outputs
+"""
 
 from __future__ import annotations
 
-import os
+import json
+import logging
+from itertools import islice
+from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from wcse.records import Sample, Verdict, read_jsonl
+from wcse.train.arms import arm_sources
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ROWS = 32  # evaluation outputs per table: enough to read, small enough for every run
+PROMPT_TAIL = 300  # characters: the question sits at the end of a (few-shot) prompt
+SAMPLE_COLUMNS = [
+    "problem_id", "index", "prompt_tail", "output",  # the sample
+    "extracted", "correct", "steps_correct", "status",  # its verdict
+]
+SERIES = {"train/loss": "train/step", "val/pass@1": "train/step", "data/coverage@k": "data/k"}  # y -> x
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -14,27 +56,122 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(_flatten(value, name + "/"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        elif isinstance(value, int | float) and not isinstance(value, bool):
             out[name] = value
     return out
 
 
+def group_name(cfg: DictConfig) -> str:
+    """``logger.group``, else the sweep directory's name (every job of a multirun shares it), else
+    this run directory's name (the arms of one job together)."""
+    if cfg.logger.group:
+        return cfg.logger.group
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir).name
+    return Path(cfg.paths.run_dir).name
+
+
+def _source(arm: str) -> str | None:
+    """The sampler whose data ``arm`` trains on; None for an arm mixing two (its data has no metrics)."""
+    sources = arm_sources(arm)
+    return sources[0] if len(sources) == 1 else None
+
+
+def _result(summary: dict[str, Any], arm: str) -> dict[str, Any]:
+    return summary.get("finetune", {}).get("arms", {}).get(arm, {})
+
+
+def arm_metrics(summary: dict[str, Any], arm: str) -> dict[str, float]:
+    """The scalar keys of ``arm``'s run (see the module docstring); sections the job's stages did
+    not produce are absent."""
+    src = _source(arm)
+    result = dict(_result(summary, arm))
+    if "pass@1_interval" in result:
+        result["pass@1_interval"] = dict(zip(("low", "high"), result["pass@1_interval"], strict=True))
+    data = {k: v for k, v in summary.get("data", {}).get(src, {}).items() if k != "coverage_curve"}
+    budget = {**summary.get("budget", {}), **{k: v for k, v in summary.items() if k.startswith("realised_")}}
+    return _flatten(
+        {
+            "data": data,
+            "sampling": summary.get("sampling", {}).get(src, {}),
+            "filter": summary.get("filter", {}).get(src, {}),
+            "train": summary.get("train", {}).get(arm, {}),
+            "eval": {**result, "base_pass@1": summary.get("finetune", {}).get("base_pass@1")},
+            "budget": budget,
+            "timing": summary.get("timing_seconds", {}),
+        }
+    )
+
+
+def arm_series(summary: dict[str, Any], arm: str) -> list[dict[str, float]]:
+    """History rows of ``arm``'s run, one per point of a curve in SERIES."""
+    curve = summary.get("data", {}).get(_source(arm), {}).get("coverage_curve", {})
+    rows = [{"data/k": int(k), "data/coverage@k": v} for k, v in curve.items()]
+    train = summary.get("train", {}).get(arm, {})
+    if "dir" in train:
+        history = json.loads((Path(train["dir"]) / "metrics.json").read_text()).get("loss_history", [])
+        rows += [{"train/step": h["step"], "train/loss": h["loss"]} for h in history]
+    checkpoints = _result(summary, arm).get("checkpoint_selection", {}).get("checkpoints", [])
+    rows += [{"train/step": c["step"], "val/pass@1": c["validation_pass@1"]} for c in checkpoints]
+    return rows
+
+
+def sample_rows(eval_dir: Path, n: int = SAMPLE_ROWS) -> list[list[Any]]:
+    """The first ``n`` evaluation outputs with their verdicts, as rows of SAMPLE_COLUMNS."""
+    verdicts = {v.key: v for v in read_jsonl(eval_dir / "verdicts.jsonl", Verdict)}
+    rows = []
+    for s in islice(read_jsonl(eval_dir / "samples.jsonl", Sample), n):
+        v = verdicts[s.key]
+        tail = s.prompt[-PROMPT_TAIL:]
+        rows.append([s.problem_id, s.index, tail, s.text, v.extracted, v.correct, v.steps_correct, v.status])
+    return rows
+
+
 def track(cfg: DictConfig, summary: dict[str, Any]) -> None:
-    """Log the numeric leaves of ``summary`` to the configured tracker (``logger=none``: nothing)."""
+    """Log the job to the configured tracker (``logger=none``: nothing).
+
+    A tracker failure is logged with its traceback and the job still succeeds: the results are in
+    summary.json already, and raising would stop a Hydra sweep's remaining jobs for want of a chart.
+    """
     if cfg.logger.backend == "none":
         return
     if cfg.logger.backend != "wandb":
         raise ValueError(f"logger.backend={cfg.logger.backend!r}: must be none or wandb")
-    import wandb
+    try:
+        _track_wandb(cfg, summary)
+    except Exception:
+        summary_path = Path(cfg.paths.run_dir) / "summary.json"
+        log.exception("wandb tracking failed; the job's results are in %s", summary_path)
 
-    os.environ.setdefault("WANDB_DIR", str(cfg.paths.run_dir))
-    run = wandb.init(
-        project=cfg.logger.project,
-        mode=cfg.logger.mode,
-        group=cfg.logger.group,
-        tags=[cfg.model_pair.name, cfg.dataset.name, cfg.setup.name, cfg.budget.name, *cfg.logger.tags],
-        config=OmegaConf.to_container(cfg, resolve=True),
-        dir=str(cfg.paths.run_dir),
-    )
-    run.summary.update(_flatten({k: v for k, v in summary.items() if k != "artifacts"}))
-    run.finish()
+
+def _track_wandb(cfg: DictConfig, summary: dict[str, Any]) -> None:
+    import wandb  # a second to import: only for jobs that track
+
+    group, config = group_name(cfg), OmegaConf.to_container(cfg, resolve=True)
+    names = [cfg.model_pair.name, cfg.dataset.name, cfg.setup.name, cfg.budget.name]
+    tags = [f"{k}:{v}" for k, v in zip(("pair", "dataset", "setup", "budget"), names, strict=True)]
+    # The runs are written after the fact: system metrics and console capture would describe this
+    # logging step, not the job (and the system monitor probes cloud metadata endpoints).
+    settings = wandb.Settings(x_disable_stats=True, console="off")
+    for arm in cfg.setup.arms:
+        with wandb.init(
+            project=cfg.logger.project,
+            mode=cfg.logger.mode,
+            group=group,
+            job_type=cfg.setup.name,
+            name="-".join([*names, arm]),
+            tags=[*tags, f"arm:{arm}", *cfg.logger.tags],
+            config={**config, "arm": arm, "paradigm": cfg.setup.paradigm.get(arm)},
+            dir=str(cfg.paths.run_dir),
+            settings=settings,
+        ) as run:
+            for key, step in SERIES.items():
+                run.define_metric(key, step_metric=step)
+            for row in arm_series(summary, arm):
+                run.log(row)
+            eval_dir = _result(summary, arm).get("dir")
+            if eval_dir:
+                table = wandb.Table(columns=SAMPLE_COLUMNS, data=sample_rows(Path(eval_dir)))
+                run.log({"eval/samples": table})
+            run.summary.update(arm_metrics(summary, arm))
+        log.info("wandb: %s run %s (arm %s, group %s) in %s", cfg.logger.mode, run.id, arm, group, run.dir)
