@@ -73,6 +73,7 @@ def test_another_setup_reuses_the_samples(tiny) -> None:
     assert summary["finetune"]["target"] == "student"
 
 
+@pytest.mark.slow
 def test_self_improvement_trains_every_data_arm(tiny) -> None:
     root, _ = tiny
     summary = run(root, "setup=self_improve", "budget=low", "setup.arms=[wc,se,mix,wc_one,se_one]")
@@ -88,6 +89,7 @@ def test_self_improvement_trains_every_data_arm(tiny) -> None:
         assert len(arms[arm]["checkpoint_selection"]["checkpoints"]) == 4
 
 
+@pytest.mark.slow
 def test_sampled_evaluation_gives_maj_at_k(tiny) -> None:
     root, _ = tiny
     summary = run(root, "setup=w2s", "budget=low", "evaluator=sampled", "evaluator.samples=4", "evaluator.maj_ks=[1,2,4]")
@@ -98,6 +100,25 @@ def test_sampled_evaluation_gives_maj_at_k(tiny) -> None:
         assert 0 <= result["maj@4"] <= 1 and set(result["per_subject"]) <= {"one_person", "two_people"}
         samples = [json.loads(line) for line in open(Path(result["dir"]) / "samples.jsonl")]
         assert {s["params"]["temperature"] for s in samples} == {0.7} and len(samples) == 160
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["toy_grid", "toy_ablations"])
+def test_the_toy_experiments_run_end_to_end(tiny, experiment: str) -> None:
+    root, _ = tiny
+    small = [  # toy_tiny's sizes, so the samples in the cache are reused
+        "dataset.toy.n_train=40", "dataset.toy.n_validation=10", "dataset.toy.n_test=40", "trainer.max_steps=6",
+        "trainer.per_device_batch_size=8", "evaluator.baselines=[]",
+    ]
+    extra = ["evaluator.samples=2", "evaluator.maj_ks=[1,2]", "seed=1"] if experiment == "toy_grid" else []
+    cfg = compose_config(root, f"experiment={experiment}", *small, *extra)
+    validate(cfg)
+    summary = Pipeline(cfg).run()
+    arms = summary["finetune"]["arms"]
+    if experiment == "toy_grid":
+        assert cfg.trainer.seed == 1 and all("maj@2" in r for r in arms.values())
+    else:
+        assert set(arms) == {"wc", "se", "mix", "wc_one", "se_one"}
 
 
 def test_a_higher_budget_generates_only_the_difference(tiny) -> None:

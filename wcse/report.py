@@ -17,11 +17,15 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
@@ -77,7 +81,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     if "finetune" in summary:
         ft = summary["finetune"]
         table = Table(
-            title=f"Finetuning {ft['target_model']} (setup {ft['setup']}); base pass@1 {_pct(ft['base_pass@1'])}"
+            title=f"Finetuning {ft['target_model']} (setup {ft['setup']}); "
+            f"base pass@1 {_pct(ft['base_pass@1'])}"
         )
         for col in (
             "data",
@@ -125,38 +130,11 @@ GRID_KEYS = ("model_pair", "dataset", "setup", "budget")  # the Hydra groups tha
 LOG_TAIL = 20
 DPI = 150
 # two-sided 95% Student t quantiles for 1..30 degrees of freedom
-T95 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
+# fmt: off
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+       2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+       2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+# fmt: on
 
 
 def _override_name(override: str) -> str:
@@ -243,6 +221,22 @@ def _read_yaml(path: Path) -> Any:
         raise ValueError(f"malformed {path.name}: {err}") from err
 
 
+def _overrides(job: Path) -> list[str]:
+    return [str(o) for o in _read_yaml(job / ".hydra" / "overrides.yaml") or []]
+
+
+def _planned_jobs(root: Path) -> list[list[str]]:
+    """The overrides of every job a basic-sweeper multirun planned, in job-number order, read back
+    from its multirun.yaml the way the sweeper expands them."""
+    config = _read_yaml(root / "multirun.yaml") or {}
+    sweeper = config.get("hydra", {}).get("sweeper", {})
+    if not str(sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+        return []
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    overrides = OverridesParser.create().parse_overrides([*params, *config["hydra"]["overrides"]["task"]])
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
 def _read_run(path: Path, job: Path, name: str) -> RunRecord:
     """Raises ValueError saying why a summary cannot be used."""
     try:
@@ -251,7 +245,7 @@ def _read_run(path: Path, job: Path, name: str) -> RunRecord:
         raise ValueError(f"malformed {path}: {err}") from err
     if not isinstance(summary, dict):
         raise ValueError(f"malformed {path}: a JSON {type(summary).__name__}, not an object")
-    overrides = [str(o) for o in _read_yaml(job / ".hydra" / "overrides.yaml") or []]
+    overrides = _overrides(job)
     config = _read_yaml(job / ".hydra" / "config.yaml") or {}
     run = summary.get("run") or {}  # written by the report stage; the config names the same groups otherwise
     names = {key: run.get(key) or (config.get(key) or {}).get("name") for key in GRID_KEYS}
@@ -263,11 +257,9 @@ def _read_run(path: Path, job: Path, name: str) -> RunRecord:
 
 
 def _mark_variants(runs: Sequence[RunRecord]) -> None:
-    values: dict[str, set[str | None]] = defaultdict(set)
     parsed = [{_override_name(o): o for o in run.overrides} for run in runs]
-    for name in {n for p in parsed for n in p if _is_variant(n)}:
-        values[name] = {p.get(name) for p in parsed}
-    varying = sorted(name for name, seen in values.items() if len(seen) > 1)
+    names = {name for p in parsed for name in p if _is_variant(name)}
+    varying = sorted(name for name in names if len({p.get(name) for p in parsed}) > 1)
     for run, p in zip(runs, parsed, strict=True):
         run.variant = ",".join(p[name] for name in varying if name in p)
 
@@ -293,13 +285,32 @@ def collect(sweep_dir: Path | str) -> Sweep:
         job = _job_dir(path, root)
         finished.add(job)
         try:
-            runs.append(_read_run(path, job, _job_name(job, root)))
+            run = _read_run(path, job, _job_name(job, root))
         except ValueError as err:
             failed.append(FailedJob(_job_name(job, root), str(err), _log_tail(job)))
-    for job in sorted({p.parent for p in root.rglob(".hydra") if p.is_dir()} - finished):
+            continue
+        try:  # valid JSON that lacks what the tables read is malformed too: find out here, not mid-report
+            tabulate([run])
+        except (KeyError, TypeError, AttributeError, IndexError) as err:
+            failed.append(FailedJob(run.job, f"malformed {path}: {type(err).__name__} {err}", _log_tail(job)))
+            continue
+        runs.append(run)
+    jobs = {p.parent for p in root.rglob(".hydra") if p.is_dir()}
+    for job in sorted(jobs - finished):
         failed.append(
             FailedJob(_job_name(job, root), "no summary.json: the job did not finish", _log_tail(job))
         )
+    started = set()
+    for job in jobs:
+        with suppress(ValueError):  # a job with unreadable overrides is reported above or below already
+            started.add(frozenset(_overrides(job)))
+    for number, overrides in enumerate(_planned_jobs(root)):
+        if frozenset(overrides) not in started:
+            reason = (
+                f"never started ({' '.join(overrides)}): a job that fails to compose leaves no folder, "
+                "and Hydra stops a sweep at its first failing job"
+            )
+            failed.append(FailedJob(f"job #{number}", reason, []))
     _mark_variants(runs)
     _mark_duplicates(runs)
     return Sweep(root, runs, sorted(failed, key=lambda f: f.job))
@@ -429,13 +440,11 @@ class Tables:
 
     finetune: dict[Cell, FinetuneCell]
     data: dict[DataKey, DataCell]
-    plans: dict[
-        tuple[str, str, str, str], dict[str, Any]
-    ]  # (pair, dataset, budget, variant) -> summary["budget"]
+    plans: dict[tuple[str, str, str, str], dict[str, Any]]  # (pair, dataset, budget, variant) -> its "budget"
     models: dict[str, dict[str, str]]  # model pair -> role -> model name
     budgets: list[str]  # by number of SE samples per problem
 
-    @property
+    @cached_property
     def comparisons(self) -> list[Comparison]:
         out = []
         for key, wc in self.finetune.items():
@@ -453,11 +462,24 @@ class Tables:
             ),
         )
 
-    def plan_note(self, pair: str, dataset: str, budget: str, variant: str = "") -> str:
-        plan = self.plans.get((pair, dataset, budget, variant))
+    def plan(self, pair: str, dataset: str, budget: str, variant: str | None = None) -> dict[str, Any] | None:
+        """A budget's sample counts; without a variant, any variant's (they differ only where a
+        variant overrides the budget itself)."""
+        return next(
+            (
+                p
+                for k, p in self.plans.items()
+                if k[:3] == (pair, dataset, budget) and variant in (None, k[3])
+            ),
+            None,
+        )
+
+    def plan_note(self, pair: str, dataset: str, budget: str, variant: str | None = None) -> str:
+        plan = self.plan(pair, dataset, budget, variant)
         if plan is None:
             return f"budget {budget}"
-        return f"budget {budget}: {plan['se_samples']} SE vs {plan['wc_samples']} WC samples/problem ({plan['mode']}-matched)"
+        counts = f"{plan['se_samples']} SE vs {plan['wc_samples']} WC samples/problem"
+        return f"budget {budget}: {counts} ({plan['mode']}-matched)"
 
 
 def _rank(name: str, known: Iterable[str]) -> tuple[int, str]:
@@ -554,6 +576,10 @@ def fmt_diff(c: Comparison) -> tuple[str, str]:
     return f"{100 * c.diff:+.1f} pts", "n/a (SE is 0)" if c.relative is None else f"{100 * c.relative:+.1f}%"
 
 
+def _setup_label(setup: str) -> str:
+    return f"{SETUPS.get(setup, setup)}, {setup}"
+
+
 def _variant_label(variant: str) -> str:
     return f" [{variant}]" if variant else ""
 
@@ -572,10 +598,10 @@ def readings(t: Tables) -> list[str]:
             f"{pair} / {dataset}{_variant_label(variant)}, {t.plan_note(pair, dataset, budget, variant)}: "
             f"WC data beats SE data in {wins}/{len(comps)} setups"
             + (f" ({ties} tied)" if ties else "")
-            + f"; largest WC-SE difference {100 * best.diff:+.1f} points ({SETUPS.get(best.setup, best.setup)}, {best.setup})"
+            + f"; largest WC-SE difference {100 * best.diff:+.1f} points ({_setup_label(best.setup)})"
         )
         if len(comps) > 1:
-            text += f", smallest {100 * worst.diff:+.1f} points ({SETUPS.get(worst.setup, worst.setup)}, {worst.setup})"
+            text += f", smallest {100 * worst.diff:+.1f} points ({_setup_label(worst.setup)})"
         lines.append(
             text + f"; the WC and SE intervals overlap in {sum(c.overlap for c in comps)}/{len(comps)}."
         )
@@ -586,11 +612,12 @@ def readings(t: Tables) -> list[str]:
             data_groups[(key.model_pair, key.dataset, key.variant)].append((wc, se))
     for (pair, dataset, variant), pairs in data_groups.items():
         n = len(pairs)
+        coverage = sum(wc.coverage.mean > se.coverage.mean for wc, se in pairs)
+        diversity = sum(wc.diversity.mean > se.diversity.mean for wc, se in pairs)
         fprs = [(wc.fpr, se.fpr) for wc, se in pairs if wc.fpr and se.fpr]
         lines.append(
-            f"{pair} / {dataset}{_variant_label(variant)} data: WC has the higher coverage at "
-            f"{sum(wc.coverage.mean > se.coverage.mean for wc, se in pairs)}/{n} budgets, the higher diversity at "
-            f"{sum(wc.diversity.mean > se.diversity.mean for wc, se in pairs)}/{n}, and the higher FPR at "
+            f"{pair} / {dataset}{_variant_label(variant)} data: WC has the higher coverage at {coverage}/{n} "
+            f"budgets, the higher diversity at {diversity}/{n}, and the higher FPR at "
             f"{sum(w.mean > s.mean for w, s in fprs)}/{len(fprs)} (budgets with checked reasoning)."
         )
     return lines
@@ -662,7 +689,15 @@ def _grouped_bars(
                 capsize=3,
             )
         for x, (j, e) in zip(xs, found, strict=True):
-            ax.text(x, _top(e, scale), fmt.format(scale * e.mean), ha="center", va="bottom", fontsize=7)
+            ax.annotate(
+                fmt.format(scale * e.mean),
+                (x, _top(e, scale)),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
             tops[groups[j]] = max(tops[groups[j]], _top(e, scale))
     ax.set_xticks(range(len(groups)))
     return tops
@@ -758,7 +793,7 @@ def plot_data_quality(t: Tables, path: Path) -> Path:
             ax.set_xticklabels(
                 [
                     f"{b}\n(SE {p['se_samples']} / WC {p['wc_samples']})"
-                    if (p := t.plans.get((pair, dataset, b, "")))
+                    if (p := t.plan(pair, dataset, b))
                     else b
                     for b in budgets
                 ]
@@ -803,7 +838,7 @@ def plot_coverage_curves(t: Tables, path: Path) -> Path:
     for row, (pair, dataset) in zip(axes, panels, strict=True):
         for ax, budget in zip(row, budgets, strict=True):
             for variant in sorted({k.variant for k in t.data if k[:3] == (pair, dataset, budget)}):
-                plan = t.plans.get((pair, dataset, budget, variant))
+                plan = t.plan(pair, dataset, budget, variant)
                 cells = {
                     role: t.data.get(DataKey(pair, dataset, budget, variant, role)) for role in ("wc", "se")
                 }
@@ -847,7 +882,7 @@ def plot_coverage_curves(t: Tables, path: Path) -> Path:
             ax.set_ylim(0, 105)
             ax.set_xlabel("SE-equivalent compute (SE samples per problem)")
             ax.set_ylabel("coverage@k (%)")
-            ax.set_title(f"{dataset}, {pair}: {t.plan_note(pair, dataset, budget)}", fontsize=9)
+            ax.set_title(f"{dataset}, model pair {pair}\n{t.plan_note(pair, dataset, budget)}", fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="upper left")
     return _save(fig, path)
@@ -885,7 +920,8 @@ def plot_per_level(t: Tables, budget: str, path: Path) -> Path | None:
         ax.set_ylim(0, max([*tops.values(), *(100 * e.mean for e in base.values())]) * 1.3 + 5)
         ax.set_ylabel("pass@1 (%)")
         ax.set_title(
-            f"{SETUPS.get(setup, setup)} finetuning ({setup}: trains {next(iter(mine.values())).target_model})"
+            f"{SETUPS.get(setup, setup)} finetuning ({setup}: trains "
+            f"{next(iter(mine.values())).target_model})"
             f"\n{dataset}, model pair {pair}; {t.plan_note(pair, dataset, budget)}",
             fontsize=9,
         )
@@ -897,259 +933,196 @@ def plot_per_level(t: Tables, budget: str, path: Path) -> Path | None:
 # ---------------------------------------------------------------- markdown, console, CLI
 
 
-def _md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+INTERVALS_NOTE = (
+    "Intervals: a single run shows its own 95% Wilson interval over test problems (pass@1) or over "
+    "checked samples (FPR); two runs of a cell (seeds) their min-max range; three or more the 95% "
+    "t-interval of the mean over runs. The interval kind is given next to every number."
+)
+DATA_NOTE = (
+    "Coverage@k and diversity@k use k = the role's samples per problem at the budget (compute-matched); "
+    "FPR is the share of correct-answer samples whose reasoning is wrong, with its 95% Wilson interval "
+    "over the checked samples."
+)
+CURVES_NOTE = (
+    "One WC sample costs 1/r of an SE sample, where r = budget.wc_samples / budget.se_samples is the "
+    "number of WC samples the budget buys per SE sample. SE coverage@k is plotted at x = k and WC "
+    "coverage@k at x = k/r, so at any x both curves have spent the same sampling compute (the top axis "
+    "reads WC samples). The dotted line and the stars mark the sweep's budget, where WC at r*k samples "
+    'meets SE at k: the paper\'s "pass@3k of the WC model vs pass@k of the SE model".'
+)
+
+
+def _md_table(headers: str, rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A markdown table; ``headers`` is written as in markdown ("a | b | c")."""
+
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _finetune_rows(t: Tables, budget: str) -> list[list[Any]]:
-    keys = sorted(
-        (k for k in t.finetune if k.budget == budget),
-        key=lambda k: (k.model_pair, k.dataset, _rank(k.setup, SETUPS), k.variant, _rank(k.arm, ARMS)),
-    )
+    names = headers.split(" | ")
     return [
-        [
-            k.model_pair,
-            k.dataset,
-            f"{SETUPS.get(k.setup, k.setup)} ({k.setup})",
-            c.target_model,
-            _series_label(k.variant, k.arm),
-            fmt_pct(c.pass1),
-            c.pass1.method,
-            fmt_pct(c.base),
-        ]
-        for k in keys
-        if (c := t.finetune[k])
+        "| " + " | ".join(names) + " |",
+        "|" + "---|" * len(names),
+        *("| " + " | ".join(cell(v) for v in row) + " |" for row in rows),
     ]
 
 
+def _figure(title: str, figure: Path, *notes: str) -> list[str]:
+    return [
+        "",
+        f"## {title}",
+        "",
+        f"![{title}]({figure.name})",
+        "",
+        *(line for n in notes for line in (n, "")),
+    ]
+
+
+def _md_finetune(t: Tables, budget: str, figure: Path) -> list[str]:
+    keys = sorted(
+        (k for k in t.finetune if k.budget == budget),
+        key=lambda k: (k[:2], _rank(k.setup, SETUPS), k.variant, _rank(k.arm, ARMS)),
+    )
+    rows = [
+        [
+            *k[:2],
+            f"{SETUPS.get(k.setup, k.setup)} ({k.setup})",
+            c.target_model,
+            _series_label(k.variant, k.arm),
+        ]
+        + [fmt_pct(c.pass1), c.pass1.method, fmt_pct(c.base)]
+        for k in keys
+        if (c := t.finetune[k])
+    ]
+    diffs = [
+        [c.model_pair, c.dataset, c.setup + _variant_label(c.variant), fmt_pct(c.wc), fmt_pct(c.se)]
+        + [*fmt_diff(c), "yes" if c.overlap else "no"]
+        for c in t.comparisons
+        if c.budget == budget
+    ]
+    return [
+        *_figure(f"Finetuned pass@1, {budget} budget (Figure 1)", figure),
+        *_md_table(
+            "model pair | dataset | setup | finetuned model | data | pass@1 | interval | base pass@1", rows
+        ),
+        "",
+        *_md_table(
+            "model pair | dataset | setup | WC data | SE data | WC-SE | (WC-SE)/SE | intervals overlap", diffs
+        ),
+    ]
+
+
+def _data_in_order(t: Tables) -> list[tuple[DataKey, DataCell]]:
+    return sorted(
+        t.data.items(),
+        key=lambda kc: (kc[0][:2], t.budgets.index(kc[0].budget), kc[0].variant, _rank(kc[0].role, ARMS)),
+    )
+
+
+def _md_data(t: Tables, figure: Path) -> list[str]:
+    rows = [
+        [*k[:3], _series_label(k.variant, k.role), c.model, c.samples, fmt_pct(c.coverage)]
+        + [f"{fmt_num(c.diversity)} ({c.rule})", fmt_pct(c.fpr), c.checked, c.measurements]
+        for k, c in _data_in_order(t)
+    ]
+    headers = "model pair | dataset | budget | data | model | samples/problem | coverage | diversity"
+    return [
+        *_figure("Data quality (Figures 3-4)", figure, DATA_NOTE),
+        *_md_table(headers + " | FPR [95% Wilson] | checked samples | distinct measurements", rows),
+    ]
+
+
+def _md_curves(t: Tables, figure: Path) -> list[str]:
+    rows = []
+    for k, c in _data_in_order(t):
+        plan = t.plan(*k[:4])
+        cost = 1.0 if plan is None or k.role == "se" else plan["se_samples"] / plan["wc_samples"]
+        rows += [
+            [*k[:3], _series_label(k.variant, k.role), kk, f"{kk * cost:.3g}", fmt_pct(e)]
+            for kk, e in c.curve.items()
+        ]
+    headers = (
+        "model pair | dataset | budget | data | k (samples/problem) | SE-equivalent compute | coverage@k"
+    )
+    return [
+        *_figure("Coverage curves at equal compute (Figure 6)", figure, CURVES_NOTE),
+        *_md_table(headers, rows),
+    ]
+
+
+def _md_per_level(t: Tables, budget: str, figure: Path) -> list[str]:
+    keys = sorted(
+        (k for k, c in t.finetune.items() if k.budget == budget and c.per_level),
+        key=lambda k: (k[:2], _rank(k.setup, SETUPS), k.variant, _rank(k.arm, ARMS)),
+    )
+    levels = sorted({lv for k in keys for lv in t.finetune[k].per_level}, key=_natural)
+    rows = [
+        [
+            *k[:3],
+            _series_label(k.variant, k.arm),
+            *(fmt_pct(t.finetune[k].per_level.get(lv)) for lv in levels),
+        ]
+        for k in keys
+    ]
+    note = "Means over runs; the summaries hold no per-level counts, so no intervals."
+    return [
+        *_figure(f"Finetuned pass@1 per difficulty level, {budget} budget", figure, note),
+        *_md_table(
+            " | ".join(["model pair | dataset | setup | data", *(f"level {lv}" for lv in levels)]), rows
+        ),
+    ]
+
+
+def _md_runs(sweep: Sweep) -> list[str]:
+    rows = [
+        [f"`{r.job}`", r.model_pair, r.dataset, r.setup, r.budget, r.seed or "-", r.variant or "-"]
+        + [" ".join(f"`{o}`" for o in r.overrides) or "-"]
+        + [f"superseded by `{r.duplicate_of}`" if r.duplicate_of else "used"]
+        for r in sorted(sweep.runs, key=lambda r: r.job)
+    ]
+    lines = ["", "## Runs included", ""]
+    lines += _md_table(
+        "job | model pair | dataset | setup | budget | seed | variant | overrides | status", rows
+    )
+    lines += ["", "## Failed jobs", ""] + ([] if sweep.failed else ["None."])
+    for f in sweep.failed:
+        lines.append(f"- `{f.job}`: {f.reason}")
+        if f.log_tail:
+            lines += ["", "  ```text", *(f"  {line}" for line in f.log_tail), "  ```"]
+    return lines
+
+
 def write_markdown(sweep: Sweep, t: Tables, figures: dict[str, Path], out: Path) -> Path:
-    """report.md: each figure with the table of its numbers, the auto-generated reading, the runs."""
-    used = sweep.used
+    """report.md: the auto-generated reading, each figure with the table of its numbers, the runs."""
+    superseded = len(sweep.runs) - len(sweep.used)
     md = [
         f"# Sweep report: `{sweep.root}`",
         "",
-        f"{len(used)} runs included"
-        + (
-            f" ({len(sweep.runs) - len(used)} superseded by reruns of the same cell and seed)"
-            if len(used) < len(sweep.runs)
-            else ""
-        )
-        + f", {len(sweep.failed)} failed jobs. Intervals: a single run shows its own 95% Wilson interval over test "
-        "problems (pass@1) or over checked samples (FPR); two runs of a cell (seeds) their min-max range; three or more "
-        "the 95% t-interval of the mean over runs. The interval kind is given next to every number.",
+        f"{len(sweep.used)} runs included"
+        + (f" ({superseded} superseded by reruns of the same cell and seed)" if superseded else "")
+        + f", {len(sweep.failed)} failed jobs. {INTERVALS_NOTE}",
         "",
         "## Reading (computed from the numbers below)",
         "",
         *(f"- {line}" for line in readings(t) or ["nothing to compare: no cell has both WC and SE results"]),
     ]
     for budget in t.budgets:
-        if f"finetune_{budget}" not in figures:
-            continue
-        md += [
-            "",
-            f"## Finetuned pass@1, {budget} budget (Figure 1)",
-            "",
-            f"![finetuned pass@1, {budget} budget]({figures[f'finetune_{budget}'].name})",
-            "",
-            _md_table(
-                [
-                    "model pair",
-                    "dataset",
-                    "setup",
-                    "finetuned model",
-                    "data",
-                    "pass@1 [interval]",
-                    "interval",
-                    "base pass@1",
-                ],
-                _finetune_rows(t, budget),
-            ),
-            "",
-        ]
-        comps = [c for c in t.comparisons if c.budget == budget]
-        md.append(
-            _md_table(
-                [
-                    "model pair",
-                    "dataset",
-                    "setup",
-                    "WC data",
-                    "SE data",
-                    "WC-SE",
-                    "(WC-SE)/SE",
-                    "intervals overlap",
-                ],
-                [
-                    [
-                        c.model_pair,
-                        c.dataset,
-                        c.setup + _variant_label(c.variant),
-                        fmt_pct(c.wc),
-                        fmt_pct(c.se),
-                        *fmt_diff(c),
-                        "yes" if c.overlap else "no",
-                    ]
-                    for c in comps
-                ],
-            )
-        )
-    data_rows = [
-        [
-            k.model_pair,
-            k.dataset,
-            k.budget,
-            _series_label(k.variant, k.role),
-            c.model,
-            c.samples,
-            fmt_pct(c.coverage),
-            f"{fmt_num(c.diversity)} ({c.rule})",
-            fmt_pct(c.fpr),
-            c.checked,
-            c.measurements,
-        ]
-        for k, c in sorted(
-            t.data.items(),
-            key=lambda kc: (kc[0][:2], t.budgets.index(kc[0].budget), kc[0].variant, _rank(kc[0].role, ARMS)),
-        )
-    ]
+        if (figure := figures.get(f"finetune_{budget}")) is not None:
+            md += _md_finetune(t, budget, figure)
     if "data_quality" in figures:
-        md += [
-            "",
-            "## Data quality (Figures 3-4)",
-            "",
-            f"![data quality]({figures['data_quality'].name})",
-            "",
-            "Coverage@k and diversity@k use k = the role's samples per problem at the budget (compute-matched); "
-            "FPR is the share of correct-answer samples whose reasoning is wrong, with its 95% Wilson interval "
-            "over the checked samples.",
-            "",
-            _md_table(
-                [
-                    "model pair",
-                    "dataset",
-                    "budget",
-                    "data",
-                    "model",
-                    "samples/problem",
-                    "coverage",
-                    "diversity",
-                    "FPR [95% Wilson]",
-                    "checked samples",
-                    "distinct measurements",
-                ],
-                data_rows,
-            ),
-        ]
-    if "coverage_curves" in figures:
-        curve_rows = []
-        for k, c in sorted(
-            t.data.items(),
-            key=lambda kc: (kc[0][:2], t.budgets.index(kc[0].budget), kc[0].variant, _rank(kc[0].role, ARMS)),
-        ):
-            plan = t.plans.get(k[:4])
-            cost = 1.0 if plan is None or k.role == "se" else plan["se_samples"] / plan["wc_samples"]
-            curve_rows += [
-                [
-                    k.model_pair,
-                    k.dataset,
-                    k.budget,
-                    _series_label(k.variant, k.role),
-                    kk,
-                    f"{kk * cost:.3g}",
-                    fmt_pct(e),
-                ]
-                for kk, e in c.curve.items()
-            ]
-        md += [
-            "",
-            "## Coverage curves at equal compute (Figure 6)",
-            "",
-            f"![coverage curves]({figures['coverage_curves'].name})",
-            "",
-            "One WC sample costs 1/r of an SE sample, where r = budget.wc_samples / budget.se_samples is the number of "
-            "WC samples the budget buys per SE sample. SE coverage@k is plotted at x = k and WC coverage@k at x = k/r, "
-            "so at any x both curves have spent the same sampling compute (the top axis reads WC samples). The dotted "
-            "line and the stars mark the sweep's budget, where WC at r*k samples meets SE at k: the paper's "
-            '"pass@3k of the WC model vs pass@k of the SE model".',
-            "",
-            _md_table(
-                [
-                    "model pair",
-                    "dataset",
-                    "budget",
-                    "data",
-                    "k (samples/problem)",
-                    "SE-equivalent compute",
-                    "coverage@k",
-                ],
-                curve_rows,
-            ),
-        ]
+        md += _md_data(t, figures["data_quality"])
+        md += _md_curves(t, figures["coverage_curves"])
     for budget in t.budgets:
-        if f"per_level_{budget}" not in figures:
-            continue
-        keys = sorted(
-            (k for k, c in t.finetune.items() if k.budget == budget and c.per_level),
-            key=lambda k: (k[:2], _rank(k.setup, SETUPS), k.variant, _rank(k.arm, ARMS)),
-        )
-        levels = sorted({lv for k in keys for lv in t.finetune[k].per_level}, key=_natural)
-        rows = [
-            [
-                k.model_pair,
-                k.dataset,
-                k.setup,
-                _series_label(k.variant, k.arm),
-                *(fmt_pct(t.finetune[k].per_level.get(lv)) for lv in levels),
-            ]
-            for k in keys
-        ]
-        md += [
-            "",
-            f"## Finetuned pass@1 per difficulty level, {budget} budget",
-            "",
-            f"![per level]({figures[f'per_level_{budget}'].name})",
-            "",
-            "Means over runs; the summaries hold no per-level counts, so no intervals.",
-            "",
-            _md_table(["model pair", "dataset", "setup", "data", *(f"level {lv}" for lv in levels)], rows),
-        ]
-    md += [
-        "",
-        "## Runs included",
-        "",
-        _md_table(
-            ["job", "model pair", "dataset", "setup", "budget", "seed", "variant", "overrides", "status"],
-            [
-                [
-                    f"`{r.job}`",
-                    r.model_pair,
-                    r.dataset,
-                    r.setup,
-                    r.budget,
-                    r.seed or "-",
-                    r.variant or "-",
-                    " ".join(f"`{o}`" for o in r.overrides) or "-",
-                    f"superseded by `{r.duplicate_of}`" if r.duplicate_of else "used",
-                ]
-                for r in sorted(sweep.runs, key=lambda r: r.job)
-            ],
-        ),
-    ]
-    md += ["", "## Failed jobs", ""]
-    if not sweep.failed:
-        md.append("None.")
-    for f in sweep.failed:
-        md += [f"- `{f.job}`: {f.reason}"]
-        if f.log_tail:
-            md += ["", "  ```text", *(f"  {line}" for line in f.log_tail), "  ```"]
+        if (figure := figures.get(f"per_level_{budget}")) is not None:
+            md += _md_per_level(t, budget, figure)
+    md += _md_runs(sweep)
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n")
     return path
+
+
+def _print_failed(sweep: Sweep, console: Console) -> None:
+    for f in sweep.failed:
+        console.print(f"[red]failed job[/red] {escape(f.job)}: {escape(f.reason)}")
 
 
 def print_grid(sweep: Sweep, t: Tables, console: Console) -> None:
@@ -1187,8 +1160,7 @@ def print_grid(sweep: Sweep, t: Tables, console: Console) -> None:
     console.print(table)
     methods = sorted({c.pass1.method for c in t.finetune.values()})
     console.print("intervals: " + "; ".join(methods))
-    for f in sweep.failed:
-        console.print(f"[red]failed job[/red] {f.job}: {f.reason}")
+    _print_failed(sweep, console)
 
 
 def build_report(
@@ -1198,9 +1170,8 @@ def build_report(
     console = console or Console()
     sweep = collect(sweep_dir)
     if not sweep.used:
-        console.print(f"[red]no usable summary.json under {sweep.root}[/red]")
-        for f in sweep.failed:
-            console.print(f"[red]failed job[/red] {f.job}: {f.reason}")
+        console.print(f"[red]no usable summary.json under {escape(str(sweep.root))}[/red]")
+        _print_failed(sweep, console)
         return None
     out = Path(out) if out is not None else sweep.root / "report"
     out.mkdir(parents=True, exist_ok=True)

@@ -174,4 +174,4 @@ def _track_wandb(cfg: DictConfig, summary: dict[str, Any]) -> None:
                 table = wandb.Table(columns=SAMPLE_COLUMNS, data=sample_rows(Path(eval_dir)))
                 run.log({"eval/samples": table})
             run.summary.update(arm_metrics(summary, arm))
-        log.info("wandb: %s run %s (arm %s, group %s) in %s", cfg.logger.mode, run.id, arm, group, run.dir)
+        log.info("wandb: %s run of arm %s (group %s) in %s", cfg.logger.mode, arm, group, run.settings.sync_dir)

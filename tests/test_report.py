@@ -1,0 +1,228 @@
+"""The sweep report, built from a real Hydra multirun of the toy pipeline (no fabricated summaries).
+
+The sweep (setup=kd,w2s x budget=low,high of experiment=toy_tiny) runs once per module; tests
+that need variants of its runs (seeds, reruns, other settings) copy a real job folder and change
+one number or one override, so they follow the summary schema wherever the pipeline takes it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import ROOT
+from wcse.report import Cell, build_report, collect, data_cells, estimate, finetune_cells, fmt_pct, main
+
+FIGURES = (
+    "finetune_low.png",
+    "finetune_high.png",
+    "data_quality.png",
+    "coverage_curves.png",
+    "per_level_low.png",
+    "per_level_high.png",
+)
+
+
+def _run(*args: str, timeout: int) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real multirun: 4 jobs sharing one cache (the w2s jobs reuse the kd jobs' samples)."""
+    root = tmp_path_factory.mktemp("report")
+    _run(
+        "-m",
+        "wcse.main",
+        "-m",
+        "experiment=toy_tiny",
+        "setup=kd,w2s",
+        "budget=low,high",
+        f"hydra.sweep.dir={root / 'sweep'}",
+        f"paths.cache_dir={root / 'cache'}",
+        timeout=1500,
+    )
+    return root / "sweep"
+
+
+def _jobs(sweep: Path) -> dict[tuple[str, str], Path]:
+    """Job folder by (setup, budget), read from the summaries the jobs wrote."""
+    jobs = {}
+    for path in sweep.rglob("summary.json"):
+        run = json.loads(path.read_text())["run"]
+        jobs[(run["setup"], run["budget"])] = path.parent
+    return jobs
+
+
+def _clone(job: Path, dest: Path, extra_overrides: tuple[str, ...] = (), pass1: float | None = None) -> Path:
+    """A copy of a real job folder with more overrides and, optionally, another pass@1 for its WC
+    arm; its summary is written now, as a job finishing now would."""
+    shutil.copytree(job, dest)
+    overrides = dest / ".hydra" / "overrides.yaml"
+    overrides.write_text(yaml.safe_dump(yaml.safe_load(overrides.read_text()) + list(extra_overrides)))
+    summary = json.loads((dest / "summary.json").read_text())
+    if pass1 is not None:
+        summary["finetune"]["arms"]["wc"]["pass@1"] = pass1
+    (dest / "summary.json").write_text(json.dumps(summary))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def report(sweep: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """The CLI on a copy of the sweep with two broken jobs added: one never wrote its summary,
+    one wrote invalid JSON."""
+    root = tmp_path_factory.mktemp("broken") / "sweep"
+    shutil.copytree(sweep, root)
+    job = _jobs(root)[("kd", "low")]
+    (_clone(job, root / "90-died") / "summary.json").unlink()
+    (_clone(job, root / "91-garbled") / "summary.json").write_text('{"budget": {"se_samples": 1,')
+    proc = _run("-m", "wcse.report", str(root), timeout=300)
+    return root, root / "report", proc.stdout
+
+
+def _section(md: str, title: str) -> str:
+    return md.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.slow
+def test_cli_writes_every_figure_as_a_real_png(report) -> None:
+    _, out, _ = report
+    for name in FIGURES:
+        with Image.open(out / name) as image:
+            image.verify()  # a complete, uncorrupted PNG
+        with Image.open(out / name) as image:
+            assert image.format == "PNG"
+            assert image.width >= 800 and image.height >= 500, (name, image.size)
+            assert round(image.info["dpi"][0]) == 150
+
+
+@pytest.mark.slow
+def test_report_md_holds_the_figures_and_the_runs_numbers(report, sweep) -> None:
+    _, out, _ = report
+    md = (out / "report.md").read_text()
+    for name in FIGURES:
+        assert f"]({name})" in md
+    summary = json.loads((_jobs(sweep)[("w2s", "high")] / "summary.json").read_text())
+    wc = summary["finetune"]["arms"]["wc"]
+    lo, hi = wc["pass@1_interval"]
+    row = next(
+        line
+        for line in _section(md, "Finetuned pass@1, high budget").splitlines()
+        if "(w2s)" in line and "WC data" in line
+    )
+    assert f"{100 * wc['pass@1']:.1f}% [{100 * lo:.1f}-{100 * hi:.1f}]" in row and "95% Wilson (1 run)" in row
+    coverage = summary["data"]["wc"]["coverage"]
+    assert f"{100 * coverage:.1f}%" in _section(md, "Data quality (Figures 3-4)")
+    runs = _section(md, "Runs included")
+    for job in _jobs(sweep).values():
+        assert f"`{job.relative_to(sweep)}`" in runs
+    reading = _section(md, "Reading (computed from the numbers below)")
+    assert reading.count("WC data beats SE data in") == 2 and "/2 setups" in reading
+
+
+@pytest.mark.slow
+def test_broken_jobs_are_listed_not_fatal(report) -> None:
+    _, out, stdout = report
+    failed = _section((out / "report.md").read_text(), "Failed jobs")
+    assert "`90-died`: no summary.json" in failed
+    assert "`91-garbled`: malformed" in failed and "summary.json" in failed
+    assert "wcse.pipeline" in failed  # the tail of the dead job's main.log
+    assert "90-died" in stdout and "91-garbled" in stdout
+    assert "4 runs included" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_jobs_the_sweep_planned_but_never_started_are_listed(sweep, tmp_path) -> None:
+    shutil.copytree(sweep, tmp_path / "sweep")
+    shutil.rmtree(_jobs(tmp_path / "sweep")[("w2s", "high")])
+    failed = collect(tmp_path / "sweep").failed
+    planned = f"experiment=toy_tiny setup=w2s budget=high paths.cache_dir={sweep.parent / 'cache'}"
+    assert [(f.job, f.reason.split(":")[0]) for f in failed] == [("job #3", f"never started ({planned})")]
+
+
+@pytest.mark.slow
+def test_setups_share_one_data_measurement(sweep) -> None:
+    runs = collect(sweep).used
+    assert len(runs) == 4 and not collect(sweep).failed
+    data = data_cells(runs)
+    assert {(k.budget, k.role) for k in data} == {(b, r) for b in ("low", "high") for r in ("wc", "se")}
+    summary = json.loads((_jobs(sweep)[("kd", "high")] / "summary.json").read_text())
+    cell = next(c for k, c in data.items() if (k.budget, k.role) == ("high", "wc"))
+    assert cell.measurements == 1  # kd and w2s sampled once: not two repeats
+    assert (
+        cell.coverage.mean == summary["data"]["wc"]["coverage"]
+        and cell.samples == summary["budget"]["wc_samples"]
+    )
+    assert (cell.fpr.low, cell.fpr.high) == (
+        summary["data"]["wc"]["fpr"]["low"],
+        summary["data"]["wc"]["fpr"]["high"],
+    )
+    cells = finetune_cells(runs)
+    assert {(k.setup, k.budget, k.arm) for k in cells} == {
+        (s, b, a) for s in ("kd", "w2s") for b in ("low", "high") for a in ("wc", "se")
+    }
+    assert all(c.pass1.n == 1 and c.pass1.method == "95% Wilson (1 run)" for c in cells.values())
+
+
+@pytest.mark.slow
+def test_seeds_of_a_cell_are_averaged_with_an_interval_over_them(sweep, tmp_path) -> None:
+    job = _jobs(sweep)[("w2s", "low")]
+    for seed, value in ((1, 0.2), (2, 0.3), (3, 0.7)):
+        _clone(job, tmp_path / f"{seed}-seed", (f"seed={seed}",), pass1=value)
+    cell = finetune_cells(collect(tmp_path).used)[Cell("toy", "toy_arith", "w2s", "low", "", "wc")]
+    sd = math.sqrt(((0.2 - 0.4) ** 2 + (0.3 - 0.4) ** 2 + (0.7 - 0.4) ** 2) / 2)
+    assert cell.pass1.n == 3 and cell.pass1.method == "95% t over 3 runs"
+    assert cell.pass1.mean == pytest.approx(0.4)
+    assert (cell.pass1.low, cell.pass1.high) == pytest.approx(
+        (0.4 - 4.303 * sd / math.sqrt(3), 0.4 + 4.303 * sd / math.sqrt(3))
+    )
+    (tmp_path / "3-seed" / "summary.json").unlink()  # two seeds left: their range
+    cell = finetune_cells(collect(tmp_path).used)[Cell("toy", "toy_arith", "w2s", "low", "", "wc")]
+    assert (cell.pass1.mean, cell.pass1.low, cell.pass1.high) == pytest.approx((0.25, 0.2, 0.3))
+    assert cell.pass1.method == "min-max of 2 runs"
+    md = build_report(tmp_path, tmp_path / "out").read_text()
+    assert f"{fmt_pct(cell.pass1)} | min-max of 2 runs" in md
+    assert "`3-seed`: no summary.json" in md
+
+
+@pytest.mark.slow
+def test_reruns_and_other_settings_are_not_averaged_as_seeds(sweep, tmp_path) -> None:
+    job = _jobs(sweep)[("kd", "high")]
+    _clone(job, tmp_path / "0-first", pass1=0.9)
+    _clone(job, tmp_path / "1-rerun")  # the same cell and seed, written later: it replaces the first
+    _clone(job, tmp_path / "2-longer", ("trainer.max_steps=12",), pass1=0.5)
+    sweep_ = collect(tmp_path)
+    assert {r.job: r.duplicate_of for r in sweep_.runs}["0-first"] == "1-rerun"
+    cells = finetune_cells(sweep_.used)
+    original = json.loads((job / "summary.json").read_text())["finetune"]["arms"]["wc"]["pass@1"]
+    assert cells[Cell("toy", "toy_arith", "kd", "high", "", "wc")].pass1.mean == original
+    longer = cells[Cell("toy", "toy_arith", "kd", "high", "trainer.max_steps=12", "wc")]
+    assert longer.pass1.mean == 0.5 and longer.pass1.n == 1
+
+
+def test_estimate_says_how_its_interval_was_made() -> None:
+    single = estimate([0.25], (0.1, 0.45))
+    assert (single.mean, single.low, single.high, single.method) == (0.25, 0.1, 0.45, "95% Wilson (1 run)")
+    assert estimate([0.25]).low is None  # nothing to build an interval from
+    assert estimate([None, None]) is None
+    pair = estimate([0.2, None, 0.4], (0.0, 1.0))  # a missing value drops out; the interval does not apply
+    assert (pair.mean, pair.low, pair.high, pair.n) == pytest.approx((0.3, 0.2, 0.4, 2))
+    many = estimate([0.4, 0.6] * 20)  # beyond the t table: 2.023 for 39 degrees of freedom
+    assert many.method == "95% t over 40 runs"
+    assert many.high - many.mean == pytest.approx(2.023 * math.sqrt(0.01 * 40 / 39) / math.sqrt(40), rel=1e-3)
+
+
+def test_an_empty_sweep_is_an_error(tmp_path) -> None:
+    (tmp_path / "0-died" / ".hydra").mkdir(parents=True)
+    assert main([str(tmp_path)]) == 1
+    assert not (tmp_path / "report").exists()
