@@ -154,3 +154,18 @@ def test_a_damaged_artifact_is_rebuilt_in_a_real_run(tiny) -> None:
     assert [e["stage"] for e in rebuilt] == ["verify"]
     assert verdicts.read_text() == text  # rebuilt from the samples, not the tampered copy
     assert summary["data"] == first["data"]
+
+
+def test_a_failed_multirun_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, "-m", "wcse.main", "-m", "experiment=toy_tiny", "stages=[dataset]",
+         "setup.mix_wc_fraction=2,0.5", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    failed, done = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert failed.name == "0-experiment=toy_tiny,setup.mix_wc_fraction=2,stages=[dataset]"  # no paths in names
+    assert "setup.mix_wc_fraction=2" in (failed / "FAILED").read_text()
+    assert not (failed / "summary.json").exists()
+    assert json.loads((done / "summary.json").read_text())["dataset"]["train"] == 40

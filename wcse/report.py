@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import yaml
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
@@ -227,13 +228,18 @@ def _overrides(job: Path) -> list[str]:
 
 def _planned_jobs(root: Path) -> list[list[str]]:
     """The overrides of every job a basic-sweeper multirun planned, in job-number order, read back
-    from its multirun.yaml the way the sweeper expands them."""
-    config = _read_yaml(root / "multirun.yaml") or {}
-    sweeper = config.get("hydra", {}).get("sweeper", {})
-    if not str(sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+    from its multirun.yaml the way the sweeper expands them (Hydra has no public API for that)."""
+    config = _read_yaml(root / "multirun.yaml")
+    if config is None:
         return []
-    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
-    overrides = OverridesParser.create().parse_overrides([*params, *config["hydra"]["overrides"]["task"]])
+    try:
+        sweeper = config["hydra"]["sweeper"]
+        if not str(sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+            return []
+        params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+        overrides = OverridesParser.create().parse_overrides([*params, *config["hydra"]["overrides"]["task"]])
+    except (KeyError, TypeError, AttributeError, OverrideParseException) as err:
+        raise ValueError(f"malformed multirun.yaml: {type(err).__name__} {err}") from err
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
@@ -304,7 +310,12 @@ def collect(sweep_dir: Path | str) -> Sweep:
     for job in jobs:
         with suppress(ValueError):  # a job with unreadable overrides is reported above or below already
             started.add(frozenset(_overrides(job)))
-    for number, overrides in enumerate(_planned_jobs(root)):
+    try:
+        planned = _planned_jobs(root)
+    except ValueError as err:
+        planned = []
+        failed.append(FailedJob("multirun.yaml", f"cannot tell which jobs the sweep planned: {err}", []))
+    for number, overrides in enumerate(planned):
         if frozenset(overrides) not in started:
             reason = (
                 f"never started ({' '.join(overrides)}): a job that fails to compose leaves no folder, "
@@ -573,7 +584,7 @@ def fmt_num(e: Estimate | None) -> str:
 
 def fmt_diff(c: Comparison) -> tuple[str, str]:
     """WC-SE in points, and relative to SE, as Figure 1 annotates them."""
-    return f"{100 * c.diff:+.1f} pts", "n/a (SE is 0)" if c.relative is None else f"{100 * c.relative:+.1f}%"
+    return f"{100 * c.diff:+.1f} pts", "n/a (SE = 0)" if c.relative is None else f"{100 * c.relative:+.1f}%"
 
 
 def _setup_label(setup: str) -> str:
@@ -731,16 +742,18 @@ def plot_finetune(t: Tables, budget: str, path: Path) -> Path:
                 ax.text(j - 0.44, 100 * base.mean, f"base {100 * base.mean:.1f}", va="bottom", fontsize=7)
                 labelled = True
                 tops[setup] = max(tops[setup], 100 * base.mean)
+        ymax = max(tops.values(), default=1) * 1.3 + 8
+        ax.set_ylim(0, ymax)
         notes: dict[str, list[str]] = defaultdict(list)
         for c in t.comparisons:
             if (c.model_pair, c.dataset, c.budget) == (pair, dataset, budget):
                 pts, rel = fmt_diff(c)
-                notes[c.setup].append(f"WC-SE {pts}\n({rel} rel.){_variant_label(c.variant)}")
+                notes[c.setup].append(f"WC-SE: {pts}{_variant_label(c.variant)}\nrelative: {rel}")
         for j, setup in enumerate(setups):
             if notes[setup]:
                 ax.text(
                     j,
-                    tops[setup] * 1.06 + 2,
+                    tops[setup] + 0.06 * ymax,
                     "\n".join(notes[setup]),
                     ha="center",
                     va="bottom",
@@ -748,7 +761,6 @@ def plot_finetune(t: Tables, budget: str, path: Path) -> Path:
                     fontweight="bold",
                     bbox={"boxstyle": "round", "facecolor": "#f4f4f4", "edgecolor": "#999"},
                 )
-        ax.set_ylim(0, max(tops.values(), default=1) * 1.3 + 8)
         targets = {k.setup: c.target_model for k, c in mine.items()}
         ax.set_xticklabels([f"{SETUPS.get(s, s)} finetuning\n({s}: trains {targets[s]})" for s in setups])
         ax.set_ylabel("pass@1 on the test split (%)")
@@ -917,12 +929,12 @@ def plot_per_level(t: Tables, budget: str, path: Path) -> Path | None:
             zorder=3,
         )
         ax.set_xticklabels([f"level {lv}" for lv in levels])
-        ax.set_ylim(0, max([*tops.values(), *(100 * e.mean for e in base.values())]) * 1.3 + 5)
+        ax.set_ylim(0, min(115, max([*tops.values(), *(100 * e.mean for e in base.values())]) * 1.3 + 5))
         ax.set_ylabel("pass@1 (%)")
         ax.set_title(
             f"{SETUPS.get(setup, setup)} finetuning ({setup}: trains "
             f"{next(iter(mine.values())).target_model})"
-            f"\n{dataset}, model pair {pair}; {t.plan_note(pair, dataset, budget)}",
+            f"\n{dataset}, model pair {pair}\n{t.plan_note(pair, dataset, budget)}",
             fontsize=9,
         )
         ax.legend(fontsize=8, loc="upper right")

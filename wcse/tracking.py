@@ -150,20 +150,20 @@ def _track_wandb(cfg: DictConfig, summary: dict[str, Any]) -> None:
     group, config = group_name(cfg), OmegaConf.to_container(cfg, resolve=True)
     names = [cfg.model_pair.name, cfg.dataset.name, cfg.setup.name, cfg.budget.name]
     tags = [f"{k}:{v}" for k, v in zip(("pair", "dataset", "setup", "budget"), names, strict=True)]
-    # The runs are written after the fact: system metrics and console capture would describe this
+    # Process-wide, not per run: wandb's own usage telemetry follows these settings, and would
+    # still post to the W&B server from an offline run were the mode given to init() only. The
+    # runs are written after the fact, so system metrics and console capture would describe this
     # logging step, not the job (and the system monitor probes cloud metadata endpoints).
-    settings = wandb.Settings(x_disable_stats=True, console="off")
+    wandb.setup(settings=wandb.Settings(mode=cfg.logger.mode, x_disable_stats=True, console="off"))
     for arm in cfg.setup.arms:
         with wandb.init(
             project=cfg.logger.project,
-            mode=cfg.logger.mode,
             group=group,
             job_type=cfg.setup.name,
             name="-".join([*names, arm]),
             tags=[*tags, f"arm:{arm}", *cfg.logger.tags],
             config={**config, "arm": arm, "paradigm": cfg.setup.paradigm.get(arm)},
             dir=str(cfg.paths.run_dir),
-            settings=settings,
         ) as run:
             for key, step in SERIES.items():
                 run.define_metric(key, step_metric=step)
