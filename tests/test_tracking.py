@@ -1,7 +1,7 @@
 """logger=wandb: one offline run per arm of every job, read back record by record from its files.
 
-A real toy run is tracked and its offline runs are decoded (wandb ships no Python reader for
-its ``.wandb`` files since 0.19, so ``OfflineRun`` parses the leveldb-style log into
+A real toy run is tracked and its offline runs are decoded (wandb 0.31 ships no Python reader
+for its ``.wandb`` files, so ``OfflineRun`` parses their leveldb-style log into
 ``wandb_internal_pb2.Record`` messages): the assertions compare what W&B would upload with the
 job's own summary and artifacts, not with strings that merely occur somewhere in the bytes.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -109,12 +110,32 @@ def offline_runs(run_dir: Path) -> dict[str, OfflineRun]:
 
 
 @pytest.fixture(scope="module")
-def wandb_env(tmp_path_factory) -> Iterator[dict[str, str]]:
-    """Offline, quiet, and every file wandb writes outside the run directory kept in a temp folder."""
+def wandb_server() -> Iterator[socket.socket]:
+    """A listening socket posing as the W&B server: whatever tries to reach it is queued, and
+    ``contacted`` finds it. Nothing of a test can reach the real server."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.setblocking(False)
+        yield server
+
+
+def contacted(server: socket.socket) -> bool:
+    try:
+        server.accept()[0].close()
+    except BlockingIOError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def wandb_env(tmp_path_factory, wandb_server) -> Iterator[dict[str, str]]:
+    """Quiet, pointed at the stand-in server, and every file wandb writes outside the run
+    directory kept in a temp folder. No WANDB_MODE: offline must come from ``logger.mode``."""
     home = tmp_path_factory.mktemp("wandb-home")
-    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    host, port = wandb_server.getsockname()
+    env = {"WANDB_SILENT": "true", "WANDB_BASE_URL": f"http://{host}:{port}"}
     env |= {f"WANDB_{d}_DIR": str(home / d.lower()) for d in ("CONFIG", "CACHE", "DATA", "ARTIFACT")}
     with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("WANDB_MODE", raising=False)
         for name, value in env.items():
             mp.setenv(name, value)
         yield env
@@ -220,13 +241,29 @@ def test_a_tracking_failure_is_logged_and_the_job_goes_on(compose_cfg, wandb_env
     assert r.exit_code == 1  # the half-logged run is marked failed, not left looking complete
 
 
+def test_an_offline_job_never_contacts_the_server(tracked, wandb_env, wandb_server, tmp_path: Path) -> None:
+    """The real job's runs again, in a process of their own: what wandb sends at exit counts too."""
+    root, _ = tracked
+    script = (
+        "import json, sys; from pathlib import Path; from tests.conftest import compose_config; "
+        "from wcse.tracking import track; "
+        "cfg = compose_config(Path(sys.argv[1]), 'experiment=toy_tiny', 'logger=wandb'); "
+        "track(cfg, json.loads(Path(sys.argv[2]).read_text()))"
+    )
+    command = [sys.executable, "-c", script, str(tmp_path), str(root / "run" / "summary.json")]
+    out = subprocess.run(command, cwd=ROOT, env={**os.environ, **wandb_env}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert set(offline_runs(tmp_path / "run")) == {"wc", "se"}
+    assert not contacted(wandb_server)
+
+
 def test_logger_none_writes_nothing(compose_cfg, tmp_path: Path) -> None:
     track(compose_cfg("logger=none"), {"data": {}})
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
-def test_a_sweep_puts_every_job_in_one_group(tracked, wandb_env, tmp_path: Path) -> None:
+def test_a_sweep_puts_every_job_in_one_group(tracked, wandb_env, wandb_server, tmp_path: Path) -> None:
     root, _ = tracked  # its cache: the sweep's w2s job is reused, the kd job only finetunes
     sweep = tmp_path / "paper-grid"
     command = [sys.executable, "-m", "wcse.main", "-m", "experiment=toy_tiny", "logger=wandb", "setup=kd,w2s"]
@@ -235,6 +272,7 @@ def test_a_sweep_puts_every_job_in_one_group(tracked, wandb_env, tmp_path: Path)
         [*command, f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True, timeout=900, env=env
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    assert not contacted(wandb_server)
     summaries = {json.loads(p.read_text())["run"]["setup"]: p for p in sweep.glob("*/summary.json")}
     assert set(summaries) == {"kd", "w2s"}
     for setup, path in summaries.items():

@@ -303,6 +303,10 @@ def validate(cfg: Any) -> None:
         raise ValueError(f"setup.mix_wc_fraction={cfg.setup.mix_wc_fraction}: must be in [0, 1]")
     if cfg.sampler.backend not in SAMPLER_BACKENDS:
         raise ValueError(f"sampler.backend={cfg.sampler.backend!r}: available backends are {list(SAMPLER_BACKENDS)}")
+    if cfg.logger.backend not in ("none", "wandb") or cfg.logger.mode not in ("offline", "online", "disabled"):
+        raise ValueError(
+            f"logger: backend={cfg.logger.backend!r} must be none or wandb, mode={cfg.logger.mode!r} offline, online or disabled"
+        )
     v = cfg.verifier
     if v.method not in VERIFY_METHODS:
         raise ValueError(f"verifier.method={v.method!r}: must be one of {list(VERIFY_METHODS)}")

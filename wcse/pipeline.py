@@ -467,7 +467,7 @@ class Pipeline:
     @cache  # noqa: B019 - validated (hashed) once per run, however many stages read it
     def evaluation(self, label: str, model_path: str, model_id: str, split: str | None = None) -> dict[str, Any]:
         evaluator = _plain(self.cfg.evaluator) | {"split": split or self.cfg.evaluator.split}
-        payload = {"model": model_id, "dataset": self.dataset_id, "evaluator": evaluator, "v": 1}
+        payload = {"model": model_id, "dataset": self.dataset_id, "evaluator": evaluator, "seed": self.cfg.seed, "v": 1}
 
         def build(out: Path) -> None:
             result = self._evaluate_path(model_path, model_id, out, split)
