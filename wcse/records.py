@@ -77,17 +77,24 @@ def from_dict(cls: type[T], row: dict[str, Any], where: str = "") -> T:
     return cls(**row)
 
 
-def read_jsonl(path: Path, cls: type[T]) -> Iterator[T]:
-    """Records of ``cls`` from a JSONL file; a bad line raises with the file and line number."""
+def json_lines(path: Path) -> Iterator[tuple[str, Any]]:
+    """(``file:line``, value) for each non-blank line of a JSONL file; a bad line raises naming both."""
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
+            where = f"{path}:{lineno}"
             try:
-                row = json.loads(line)
+                value = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
-            yield from_dict(cls, row, f"{path}:{lineno}")
+                raise ValueError(f"{where}: invalid JSON ({err.msg})") from None
+            yield where, value
+
+
+def read_jsonl(path: Path, cls: type[T]) -> Iterator[T]:
+    """Records of ``cls`` from a JSONL file; a bad line raises with the file and line number."""
+    for where, row in json_lines(path):
+        yield from_dict(cls, row, where)
 
 
 def write_jsonl(path: Path, records: Iterable[Any]) -> int:

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from wcse.records import Problem
+from wcse.records import Problem, json_lines
 from wcse.verify import answers
 from wcse.verify.pool import default_workers
 from wcse.verify.verifier import check_all
@@ -31,24 +31,17 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: a row must be a JSON object, got {type(row).__name__}")
-            for key in ("response", "answer"):
-                if key not in row:
-                    raise ValueError(f"{path}:{lineno}: missing key {key!r}")
-            if not isinstance(row["response"], str):
-                raise ValueError(f"{path}:{lineno}: key 'response' must be a string")
-            if not isinstance(row["answer"], str | int | float) or isinstance(row["answer"], bool):
-                raise ValueError(f"{path}:{lineno}: key 'answer' must be a string or a number")
-            rows.append(row)
+    for where, row in json_lines(path):
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
+        for key in ("response", "answer"):
+            if key not in row:
+                raise ValueError(f"{where}: missing key {key!r}")
+        if not isinstance(row["response"], str):
+            raise ValueError(f"{where}: key 'response' must be a string")
+        if not isinstance(row["answer"], str | int | float) or isinstance(row["answer"], bool):
+            raise ValueError(f"{where}: key 'answer' must be a string or a number")
+        rows.append(row)
     return rows
 
 
