@@ -48,6 +48,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "experiment=toy_tiny",
         "setup=kd,w2s",
         "budget=low,high",
+        "trainer.deepspeed=null",  # the report reads summaries: plain Trainer runs start faster
+        "trainer.checkpoints=2",
         f"hydra.sweep.dir={root / 'sweep'}",
         f"paths.cache_dir={root / 'cache'}",
         timeout=1500,
@@ -79,13 +81,24 @@ def _clone(job: Path, dest: Path, extra_overrides: tuple[str, ...] = (), pass1: 
 
 @pytest.fixture(scope="module")
 def report(sweep: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
-    """The CLI on a copy of the sweep with two broken jobs added: one never wrote its summary,
-    one wrote invalid JSON."""
+    """The CLI on a copy of the sweep with three broken jobs added: one died without a trace, one
+    wrote invalid JSON, and a real job whose run raised (wcse.main records its traceback in FAILED)."""
     root = tmp_path_factory.mktemp("broken") / "sweep"
     shutil.copytree(sweep, root)
     job = _jobs(root)[("kd", "low")]
     (_clone(job, root / "90-died") / "summary.json").unlink()
     (_clone(job, root / "91-garbled") / "summary.json").write_text('{"budget": {"se_samples": 1,')
+    _run(
+        "-m",
+        "wcse.main",
+        "-m",
+        "experiment=toy_tiny",
+        "stages=[dataset]",
+        "setup.mix_wc_fraction=2",  # invalid: the run raises before any stage
+        f"paths.cache_dir={sweep.parent / 'cache'}",
+        f"hydra.sweep.dir={root / '92-invalid'}",
+        timeout=300,
+    )
     proc = _run("-m", "wcse.report", str(root), timeout=300)
     return root, root / "report", proc.stdout
 
@@ -133,11 +146,15 @@ def test_report_md_holds_the_figures_and_the_runs_numbers(report, sweep) -> None
 @pytest.mark.slow
 def test_broken_jobs_are_listed_not_fatal(report) -> None:
     _, out, stdout = report
-    failed = _section((out / "report.md").read_text(), "Failed jobs")
-    assert "`90-died`: no summary.json" in failed
-    assert "`91-garbled`: malformed" in failed and "summary.json" in failed
+    failed = _section((out / "report.md").read_text(), "Failed or missing jobs")
+    assert "`90-died`: no summary.json: the job died" in failed
     assert "wcse.pipeline" in failed  # the tail of the dead job's main.log
-    assert "90-died" in stdout and "91-garbled" in stdout
+    assert "`91-garbled`: malformed" in failed and "summary.json" in failed
+    raised = next(line for line in failed.splitlines() if line.startswith("- `92-invalid/"))
+    assert raised.endswith(": failed: ValueError: setup.mix_wc_fraction=2.0: must be in [0, 1]")
+    assert "in validate" in failed  # its traceback
+    for name in ("90-died", "91-garbled", "92-invalid/"):
+        assert name in stdout
     assert "4 runs included" in (out / "report.md").read_text()
 
 
@@ -146,8 +163,8 @@ def test_jobs_the_sweep_planned_but_never_started_are_listed(sweep, tmp_path) ->
     shutil.copytree(sweep, tmp_path / "sweep")
     shutil.rmtree(_jobs(tmp_path / "sweep")[("w2s", "high")])
     failed = collect(tmp_path / "sweep").failed
-    planned = f"experiment=toy_tiny setup=w2s budget=high paths.cache_dir={sweep.parent / 'cache'}"
-    assert [(f.job, f.reason.split(":")[0]) for f in failed] == [("job #3", f"never started ({planned})")]
+    planned = f"experiment=toy_tiny setup=w2s budget=high trainer.deepspeed=null trainer.checkpoints=2 paths.cache_dir={sweep.parent / 'cache'}"
+    assert [(f.job, f.reason.split(":")[0]) for f in failed] == [("#3", f"no job folder for ({planned})")]
 
 
 @pytest.mark.slow

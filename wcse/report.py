@@ -206,11 +206,27 @@ def _job_name(job: Path, root: Path) -> str:
     return str(job.relative_to(root)) if job != root else "."
 
 
+def _tail(path: Path) -> list[str]:
+    return [line[:300] for line in path.read_text(errors="replace").splitlines()[-LOG_TAIL:]]
+
+
 def _log_tail(job: Path) -> list[str]:
     logs = sorted(job.glob("*.log"), key=lambda p: p.stat().st_mtime)
-    if not logs:
-        return []
-    return [line[:300] for line in logs[-1].read_text(errors="replace").splitlines()[-LOG_TAIL:]]
+    return _tail(logs[-1]) if logs else []
+
+
+def _unfinished(job: Path, root: Path) -> FailedJob:
+    """A job without summary.json: one whose run raised left its traceback in ``FAILED``
+    (wcse.main); otherwise it died harder (killed, out of memory) or is still running."""
+    failed = job / "FAILED"
+    if failed.is_file():
+        traceback = _tail(failed)
+        return FailedJob(
+            _job_name(job, root), "failed: " + next(reversed(traceback), "(empty FAILED)"), traceback
+        )
+    return FailedJob(
+        _job_name(job, root), "no summary.json: the job died or is still running", _log_tail(job)
+    )
 
 
 def _read_yaml(path: Path) -> Any:
@@ -282,7 +298,8 @@ def _mark_duplicates(runs: Sequence[RunRecord]) -> None:
 
 
 def collect(sweep_dir: Path | str) -> Sweep:
-    """Every summary.json under ``sweep_dir``, and every job that left none or a broken one."""
+    """Every summary.json under ``sweep_dir``, and every job that left none or a broken one (in
+    that order, each kind by job)."""
     root = Path(sweep_dir)
     runs: list[RunRecord] = []
     failed: list[FailedJob] = []
@@ -302,10 +319,7 @@ def collect(sweep_dir: Path | str) -> Sweep:
             continue
         runs.append(run)
     jobs = {p.parent for p in root.rglob(".hydra") if p.is_dir()}
-    for job in sorted(jobs - finished):
-        failed.append(
-            FailedJob(_job_name(job, root), "no summary.json: the job did not finish", _log_tail(job))
-        )
+    failed += [_unfinished(job, root) for job in sorted(jobs - finished)]
     started = set()
     for job in jobs:
         with suppress(ValueError):  # a job with unreadable overrides is reported above or below already
@@ -318,13 +332,13 @@ def collect(sweep_dir: Path | str) -> Sweep:
     for number, overrides in enumerate(planned):
         if frozenset(overrides) not in started:
             reason = (
-                f"never started ({' '.join(overrides)}): a job that fails to compose leaves no folder, "
-                "and Hydra stops a sweep at its first failing job"
+                f"no job folder for ({' '.join(overrides)}): not started yet, or never (a job that fails "
+                "to compose leaves none, and Hydra stops a sweep at its first failing job)"
             )
-            failed.append(FailedJob(f"job #{number}", reason, []))
+            failed.append(FailedJob(f"#{number}", reason, []))
     _mark_variants(runs)
     _mark_duplicates(runs)
-    return Sweep(root, runs, sorted(failed, key=lambda f: f.job))
+    return Sweep(root, runs, failed)
 
 
 # ---------------------------------------------------------------- aggregation
@@ -1095,7 +1109,7 @@ def _md_runs(sweep: Sweep) -> list[str]:
     lines += _md_table(
         "job | model pair | dataset | setup | budget | seed | variant | overrides | status", rows
     )
-    lines += ["", "## Failed jobs", ""] + ([] if sweep.failed else ["None."])
+    lines += ["", "## Failed or missing jobs", ""] + ([] if sweep.failed else ["None."])
     for f in sweep.failed:
         lines.append(f"- `{f.job}`: {f.reason}")
         if f.log_tail:
@@ -1111,7 +1125,7 @@ def write_markdown(sweep: Sweep, t: Tables, figures: dict[str, Path], out: Path)
         "",
         f"{len(sweep.used)} runs included"
         + (f" ({superseded} superseded by reruns of the same cell and seed)" if superseded else "")
-        + f", {len(sweep.failed)} failed jobs. {INTERVALS_NOTE}",
+        + f", {len(sweep.failed)} failed or missing jobs. {INTERVALS_NOTE}",
         "",
         "## Reading (computed from the numbers below)",
         "",
@@ -1134,7 +1148,9 @@ def write_markdown(sweep: Sweep, t: Tables, figures: dict[str, Path], out: Path)
 
 def _print_failed(sweep: Sweep, console: Console) -> None:
     for f in sweep.failed:
-        console.print(f"[red]failed job[/red] {escape(f.job)}: {escape(f.reason)}")
+        console.print(
+            f"[red]job[/red] {escape(f.job)}: {escape(f.reason)}", soft_wrap=True
+        )  # paths stay whole
 
 
 def print_grid(sweep: Sweep, t: Tables, console: Console) -> None:
@@ -1162,13 +1178,14 @@ def print_grid(sweep: Sweep, t: Tables, console: Console) -> None:
         cells = [t.finetune.get(Cell(*row, arm)) for arm in arms]
         base = next((c.base for c in cells if c and c.base), None)
         comp = diffs.get(row)
-        table.add_row(
+        values = [
             *row[:4],
             *([row[4] or "-"] if variants else []),
             *(fmt_pct(c.pass1) if c else "-" for c in cells),
             fmt_pct(base),
             " ".join(fmt_diff(comp)) if comp else "-",
-        )
+        ]
+        table.add_row(*map(escape, values))  # "[2.5-12.9]" is text, not rich markup
     console.print(table)
     methods = sorted({c.pass1.method for c in t.finetune.values()})
     console.print("intervals: " + "; ".join(methods))
