@@ -10,7 +10,8 @@ the extracted answer as written; a tie goes to the answer given first.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -98,20 +99,26 @@ def score(problems: Sequence[Problem], verdicts: Sequence[Verdict], maj_ks: Sequ
 
 
 def evaluate(
-    sampler: Any,
+    open_model: Callable[[], AbstractContextManager[Any]],
     requests: Sequence[SampleRequest],
     problems: Sequence[Problem],
     fmt: str,
     out_dir: Path,
     maj_ks: Sequence[int] = (),
+    check_steps: Callable[[list[Sample], list[Verdict]], list[Verdict]] | None = None,
     **verify_settings: Any,
 ) -> dict[str, Any]:
     """Generate, verify (lenient, as for evaluation) and score; keep the raw outputs for inspection.
 
+    The model's engine is closed before ``check_steps`` (an LLM judge of the reasoning behind the
+    correct answers, for their FPR) runs, so two models never hold the accelerator at once.
     ``verify_settings``: the verifier pool's (wcse.verify.verifier.check_all).
     """
-    samples: list[Sample] = sampler.generate(requests)
+    with open_model() as sampler:
+        samples: list[Sample] = sampler.generate(requests)
     verdicts = verify_samples(fmt, {p.id: p for p in problems}, samples, "lenient", desc="evaluate", **verify_settings)
+    if check_steps is not None:
+        verdicts = check_steps(samples, verdicts)
     write_jsonl(out_dir / "samples.jsonl", samples)
     write_jsonl(out_dir / "verdicts.jsonl", verdicts)
     return score(problems, verdicts, maj_ks)

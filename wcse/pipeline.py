@@ -293,7 +293,7 @@ class Pipeline:
             )
             write_jsonl(out / "verdicts.jsonl", verdicts)
             if v.method == "judge":
-                judged = judge_lib.label_free_verdicts(samples, self.judge(samples))
+                judged = judge_lib.label_free_verdicts(samples, self.judge(samples, problems))
                 write_jsonl(out / "judged.jsonl", judged)
                 keep = [verdict.correct for verdict in judged]
             else:
@@ -342,8 +342,8 @@ class Pipeline:
         out = {}
         for role in ("wc", "se"):
             samples, verdicts = self.samples(role), self.verdicts(role)
-            if self.cfg.verifier.judge is not None and self.cfg.verifier.method != "judge":
-                verdicts = self.judge_steps(samples, verdicts)
+            if self.judges_steps:
+                verdicts = self.judge_steps(samples, verdicts, {p.id: p for p in train})
             k = self.n_samples(role)
             out[role] = data_metrics(samples, verdicts, k, groups=groups, rules=rules)
             table = table_dir / f"{role}.problems.jsonl"
@@ -368,7 +368,12 @@ class Pipeline:
             "params": {"temperature": j.sampler.temperature, "top_p": j.sampler.top_p, "max_new_tokens": j.sampler.max_new_tokens},
         }
 
-    def judge(self, samples: list[Sample]) -> dict[str, judge_lib.Judgement]:
+    @property
+    def judges_steps(self) -> bool:
+        """Whether a "steps" judge checks the reasoning behind correct answers (data and eval FPR)."""
+        return self.cfg.verifier.judge is not None and self.cfg.verifier.method != "judge"
+
+    def judge(self, samples: list[Sample], problems: dict[str, Problem]) -> dict[str, judge_lib.Judgement]:
         """The configured judge's verdicts on ``samples``, kept in a store like samples: a rerun
         judges only what is missing, and the judge's engine starts only if something is."""
         j, ident = self.cfg.verifier.judge, self.judge_identity
@@ -381,14 +386,14 @@ class Pipeline:
             j.prompt,
             ident["model"],
             self.dataset_id,
-            {p.id: p for p in self.problems["train"]},
+            problems,
             samples,
             ident["params"],
             s.seed,
             chat=judge_lib.ChatTemplate(self.judge_path) if j.chat else None,
         )
 
-    def judge_steps(self, samples: list[Sample], verdicts: list[Verdict]) -> list[Verdict]:
+    def judge_steps(self, samples: list[Sample], verdicts: list[Verdict], problems: dict[str, Problem]) -> list[Verdict]:
         """Step-level FPR on real data: a seeded subset of the correct samples whose reasoning no
         exact checker covers (the toy world's is exact) goes to the "steps" judge."""
         unchecked = sorted(v.key for v in verdicts if v.correct and v.steps_correct is None)
@@ -398,7 +403,7 @@ class Pipeline:
         if not unchecked:
             return verdicts
         chosen = set(unchecked)
-        return judge_lib.apply_step_judgements(verdicts, self.judge([s for s in samples if s.key in chosen]))
+        return judge_lib.apply_step_judgements(verdicts, self.judge([s for s in samples if s.key in chosen], problems))
 
     # ----------------------------------------------------------------- finetune
     @cache  # noqa: B019
@@ -459,15 +464,26 @@ class Pipeline:
         # Finetuned targets are local models: API backends sample, they do not evaluate them.
         backend = "hf" if self.cfg.sampler.backend == "openai" else self.cfg.sampler.backend
         sampler_cfg = OmegaConf.merge(self.cfg.sampler, {"backend": backend})
-        with open_sampler(
-            sampler_cfg, model_path, temperature=e.temperature, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size
-        ) as sampler:
-            return evaluate(sampler, requests, problems, self.cfg.dataset.format, out_dir, e.maj_ks, **self.verify_settings)
+        problem_of = {p.id: p for p in problems}
+        return evaluate(
+            lambda: open_sampler(
+                sampler_cfg, model_path, temperature=e.temperature, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size
+            ),
+            requests,
+            problems,
+            self.cfg.dataset.format,
+            out_dir,
+            e.maj_ks,
+            check_steps=(lambda s, v: self.judge_steps(s, v, problem_of)) if self.judges_steps else None,
+            **self.verify_settings,
+        )
 
     @cache  # noqa: B019 - validated (hashed) once per run, however many stages read it
     def evaluation(self, label: str, model_path: str, model_id: str, split: str | None = None) -> dict[str, Any]:
         evaluator = _plain(self.cfg.evaluator) | {"split": split or self.cfg.evaluator.split}
         payload = {"model": model_id, "dataset": self.dataset_id, "evaluator": evaluator, "seed": self.cfg.seed, "v": 1}
+        if self.judges_steps:  # its FPR comes from the judge
+            payload["judge"] = self.judge_identity
 
         def build(out: Path) -> None:
             result = self._evaluate_path(model_path, model_id, out, split)
