@@ -3,7 +3,6 @@ for FPR and the label-free arm, and one real instruct model (SmolLM2-135M) judgi
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import time
@@ -310,16 +309,11 @@ def test_judgements_survive_a_crash_and_are_reused(tmp_path: Path) -> None:
     sampler = HFSampler(str(SHIPPED / "se"), batch_size=4, max_new_tokens=4, device="cpu")
     params = {**PARAMS, "max_new_tokens": 4}
     store = SampleStore(tmp_path / "judgements")
-    run = functools.partial(
-        judge.judge_samples,
-        prompt_id="steps",
-        judge_model_id="toy-se",
-        dataset_id="gsm8k",
-        problems=problems,
-        samples=samples,
-        params=params,
-        seed=0,
-    )
+    requests = judge.judge_requests("steps", "toy-se", "gsm8k", problems, samples, params, 0)
+
+    def run(open_judge, store):
+        return judge.judge_samples(open_judge, store, samples, requests)
+
     crashing = Spy(sampler, crash_on=1)
     crashing.chunk_size = 2  # ensure_samples stores every 2 judgements
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -330,7 +324,6 @@ def test_judgements_survive_a_crash_and_are_reused(tmp_path: Path) -> None:
     judgements = run(lambda: nullcontext(resumed), SampleStore(store.root))
     assert [len(call) for call in resumed.calls] == [2]
     assert list(judgements) == [s.key for s in samples]
-    requests = judge.judge_requests("steps", "toy-se", "gsm8k", problems, samples, params, 0)
     replies = SampleStore(store.root).select([r.key for r in requests])
     assert list(judgements.values()) == [parse_judgement(r.text) for r in replies]
 
@@ -407,16 +400,12 @@ def test_smollm2_judges_real_gsm8k_samples_end_to_end(
     chat = ChatTemplate(str(smollm2))
     store = SampleStore(tmp_path / "judgements")
     cfg = compose_cfg("sampler=hf", "sampler.device=cpu").sampler
-    run = functools.partial(
-        judge.judge_samples,
-        judge_model_id="smollm2-135m-instruct",
-        dataset_id="gsm8k",
-        problems=problems,
-        samples=samples,
-        params=params,
-        seed=0,
-        chat=chat,
-    )
+    def requests_of(prompt_id: str) -> list:
+        return judge.judge_requests(prompt_id, "smollm2-135m-instruct", "gsm8k", problems, samples, params, 0, chat=chat)
+
+    def run(open_judge, store, prompt_id):
+        return judge.judge_samples(open_judge, store, samples, requests_of(prompt_id))
+
     with open_sampler(cfg, str(smollm2), temperature=0.0, max_new_tokens=200, batch_size=4) as sampler:
         spy = Spy(sampler)
         start = time.perf_counter()
@@ -427,10 +416,7 @@ def test_smollm2_judges_real_gsm8k_samples_end_to_end(
         for prompt_id, judgements in judged.items():
             assert list(judgements) == [s.key for s in samples]
             assert {j.status for j in judgements.values()} <= {"ok", "unparsable"}
-            requests = judge.judge_requests(
-                prompt_id, "smollm2-135m-instruct", "gsm8k", problems, samples, params, 0, chat=chat
-            )
-            replies = store.select([r.key for r in requests])
+            replies = store.select([r.key for r in requests_of(prompt_id)])
             assert list(judgements.values()) == [parse_judgement(r.text) for r in replies]
             for sample, reply in zip(samples, replies, strict=True):
                 assert reply.prompt.startswith("<|im_start|>") and reply.prompt.endswith(

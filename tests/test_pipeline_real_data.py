@@ -144,7 +144,11 @@ def test_smollm2_as_label_free_judge_and_as_fpr_judge(tmp_path: Path, smollm2: P
         judged = list(read_jsonl(pipeline.verified(role) / "judged.jsonl", Verdict))
         assert len(judged) == n and {v.status for v in judged} <= {"judged", "unparsable"}
         assert filt[role]["kept_for_training"] == sum(v.correct for v in judged)
-        assert filt[role]["judge"]["kept_wrong"] + filt[role]["judge"]["dropped_right"] <= n
+        truth = {v.key: v.correct for v in pipeline.verdicts(role)}
+        assert filt[role]["judge"] == {
+            "kept_wrong": sum(v.correct and not truth[v.key] for v in judged),
+            "dropped_right": sum(truth[v.key] and not v.correct for v in judged),
+        }
     print({role: filt[role] for role in ("wc", "se")})
 
     cfg = _judged_cfg(

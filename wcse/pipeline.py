@@ -373,24 +373,30 @@ class Pipeline:
         """Whether a "steps" judge checks the reasoning behind correct answers (data and eval FPR)."""
         return self.cfg.verifier.judge is not None and self.cfg.verifier.method != "judge"
 
+    @cached_property
+    def judge_store(self) -> SampleStore:
+        """One store object per run, so its shards are parsed once however often the judge is asked."""
+        key = digest({"model": self.judge_identity["model"], "dataset": self.dataset_id})
+        return SampleStore(self.cache.root / "judgements" / key)
+
+    @cached_property
+    def judge_chat(self) -> judge_lib.ChatTemplate | None:
+        return judge_lib.ChatTemplate(self.judge_path) if self.cfg.verifier.judge.chat else None
+
     def judge(self, samples: list[Sample], problems: dict[str, Problem]) -> dict[str, judge_lib.Judgement]:
         """The configured judge's verdicts on ``samples``, kept in a store like samples: a rerun
         judges only what is missing, and the judge's engine starts only if something is."""
         j, ident = self.cfg.verifier.judge, self.judge_identity
         s = j.sampler
-        store = SampleStore(self.cache.root / "judgements" / digest({"model": ident["model"], "dataset": self.dataset_id}))
-        log.info("judge %s (%s prompt) on %d samples; judgements in %s", j.name, j.prompt, len(samples), store.root)
+        log.info("judge %s (%s prompt) on %d samples; judgements in %s", j.name, j.prompt, len(samples), self.judge_store.root)
+        requests = judge_lib.judge_requests(
+            j.prompt, ident["model"], self.dataset_id, problems, samples, ident["params"], s.seed, chat=self.judge_chat
+        )
         return judge_lib.judge_samples(
             lambda: open_sampler(s, self.judge_path, temperature=s.temperature, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size),
-            store,
-            j.prompt,
-            ident["model"],
-            self.dataset_id,
-            problems,
+            self.judge_store,
             samples,
-            ident["params"],
-            s.seed,
-            chat=judge_lib.ChatTemplate(self.judge_path) if j.chat else None,
+            requests,
         )
 
     def judge_steps(self, samples: list[Sample], verdicts: list[Verdict], problems: dict[str, Problem]) -> list[Verdict]:

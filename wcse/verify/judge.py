@@ -226,31 +226,22 @@ def judge_requests(
 def judge_samples(
     open_judge: Callable[[], AbstractContextManager[Sampler]],
     store: SampleStore,
-    prompt_id: str,
-    judge_model_id: str,
-    dataset_id: str,
-    problems: Mapping[str, Problem],
     samples: Sequence[Sample],
-    params: Mapping[str, Any],
-    seed: int,
-    *,
-    chat: ChatTemplate | None = None,
+    requests: Sequence[SampleRequest],
 ) -> dict[str, Judgement]:
-    """Judgements keyed by judged sample key, in sample order. Only judgements ``store`` lacks are
-    generated, and each chunk is stored as it is done: a killed run resumes where it stopped.
-    ``open_judge`` starts the judge's engine, and is called only when a judgement is missing."""
-    requests = judge_requests(
-        prompt_id, judge_model_id, dataset_id, problems, samples, params, seed, chat=chat
-    )
+    """Judgements keyed by judged sample key, in sample order, for ``requests`` (from
+    :func:`judge_requests`, one per sample). Only judgements ``store`` lacks are generated, and
+    each chunk is stored as it is done: a killed run resumes where it stopped. ``open_judge``
+    starts the judge's engine, and is called only when a judgement is missing."""
     if {r.key for r in requests} <= store.keys():
         replies = store.select([r.key for r in requests])
     else:
         with open_judge() as sampler:
-            replies = ensure_samples(store, sampler, requests, desc=f"judge {prompt_id}")
+            replies = ensure_samples(store, sampler, requests, desc="judge")
     judgements = {s.key: parse_judgement(r.text) for s, r in zip(samples, replies, strict=True)}
     unparsable = sum(j.status == "unparsable" for j in judgements.values())
     if unparsable:
-        log.warning("judge %s: %d of %d replies have no verdict line", prompt_id, unparsable, len(judgements))
+        log.warning("judge: %d of %d replies have no verdict line", unparsable, len(judgements))
     return judgements
 
 
