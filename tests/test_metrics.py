@@ -95,6 +95,15 @@ def test_wilson_interval_known_values(successes: int, total: int, low: float, hi
     assert got == pytest.approx((low, high), abs=1e-5)
 
 
+def test_wilson_interval_always_holds_its_estimate() -> None:
+    """Rounding put 6/6's upper bound at 0.9999999999999999 (146 such n <= 400): an interval
+    that misses its own point breaks error bars, which must not point inwards."""
+    for total in range(1, 400):
+        for successes in range(total + 1):
+            low, high = wilson_interval(successes, total)
+            assert 0 <= low <= successes / total <= high <= 1, (successes, total)
+
+
 def test_rate_of_nothing_has_no_value() -> None:
     assert Rate.of(0, 0).to_dict() == {"value": None, "low": 0.0, "high": 1.0, "n": 0}
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, compose_config
+from tests.conftest import ROOT, SHARED_DATA, compose_config
 from wcse.config import validate
 from wcse.pipeline import Pipeline
+from wcse.toy import world
 
 
 def run(root: Path, *overrides: str) -> dict:
@@ -169,3 +170,43 @@ def test_a_failed_multirun_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path)
     assert "setup.mix_wc_fraction=2" in (failed / "FAILED").read_text()
     assert not (failed / "summary.json").exists()
     assert json.loads((done / "summary.json").read_text())["dataset"]["train"] == 40
+
+
+def test_a_transfer_set_scores_the_same_models_without_retraining(tiny) -> None:
+    root, plain = tiny
+    summary = run(root, "setup=w2s", "budget=low", "dataset@transfer=toy_arith_variants", "transfer.toy.n_test=10")
+    built = [e for e in summary["artifacts"] if not e["cached"]]
+    assert {e["stage"] for e in built} == {"dataset", "evaluate"}  # the transfer set, and scores on it
+    assert summary["transfer"] == {"name": "toy_arith_variants", "test": 20}
+    originals = {p.id for p in world.generate("test", 10, 0)}  # the first 10 of the run's 40 test problems
+    ft = summary["finetune"]
+    for arm in ("wc", "se"):
+        result, before = ft["arms"][arm], plain["finetune"]["arms"][arm]
+        assert result["pass@1"] == before["pass@1"] and result["dir"] == before["dir"]  # test scores reused
+        transfer = result["transfer"]
+        assert transfer["name"] == "toy_arith_variants" and transfer["n"] == 20 and transfer["dir"] != result["dir"]
+        problems = {s["problem_id"] for s in map(json.loads, open(Path(transfer["dir"]) / "samples.jsonl"))}
+        assert {p.rsplit("-v", 1)[0] for p in problems} == originals and len(problems) == 20
+    assert ft["wc_minus_se_transfer_pass@1"] == ft["arms"]["wc"]["transfer"]["pass@1"] - ft["arms"]["se"]["transfer"]["pass@1"]
+    assert 0 <= summary["models"]["se"]["base"]["transfer"]["pass@1"] <= 1
+
+
+def test_a_transfer_set_without_data_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path, "experiment=toy_tiny", "dataset@transfer=functional_math", "paths.data_dir=null")
+    with pytest.raises(ValueError, match="transfer=functional_math: .* transfer.test has neither a local file"):
+        validate(cfg)
+
+
+def test_functional_math_is_read_as_a_transfer_set_from_the_data_dir(tmp_path: Path) -> None:
+    """The real-data transfer path up to the problems: MATH-format rows (here MATH-500's first 25,
+    standing in for a Functional MATH snapshot) under paths.data_dir, keyed apart from the dataset."""
+    rows = (SHARED_DATA / "math500" / "test.jsonl").read_text().splitlines()[:25]
+    (tmp_path / "data" / "functional_math").mkdir(parents=True)
+    (tmp_path / "data" / "functional_math" / "test.jsonl").write_text("\n".join(rows) + "\n")
+    cfg = compose_config(tmp_path, "experiment=toy_tiny", "dataset@transfer=functional_math", f"paths.data_dir={tmp_path / 'data'}")
+    validate(cfg)
+    pipeline = Pipeline(cfg)
+    problems = pipeline.problems_of("transfer")
+    assert [len(problems[s]) for s in ("train", "validation", "test")] == [0, 0, 25]
+    assert problems["test"][0].question == json.loads(rows[0])["problem"] and problems["test"][0].level is not None
+    assert pipeline.id_of("transfer").startswith("functional_math@") and pipeline.id_of("transfer") != pipeline.dataset_id

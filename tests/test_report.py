@@ -28,6 +28,8 @@ FIGURES = (
     "coverage_curves.png",
     "per_level_low.png",
     "per_level_high.png",
+    "transfer_low.png",
+    "transfer_high.png",
 )
 
 
@@ -50,6 +52,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "budget=low,high",
         "trainer.deepspeed=null",  # the report reads summaries: plain Trainer runs start faster
         "trainer.checkpoints=2",
+        "dataset@transfer=toy_arith_variants",
+        "transfer.toy.n_test=10",
         f"hydra.sweep.dir={root / 'sweep'}",
         f"paths.cache_dir={root / 'cache'}",
         timeout=1500,
@@ -140,7 +144,37 @@ def test_report_md_holds_the_figures_and_the_runs_numbers(report, sweep) -> None
     for job in _jobs(sweep).values():
         assert f"`{job.relative_to(sweep)}`" in runs
     reading = _section(md, "Reading (computed from the numbers below)")
-    assert reading.count("WC data beats SE data in") == 2 and "/2 setups" in reading
+    assert reading.count("WC data beats SE data in") == 4 and "/2 setups" in reading
+    assert reading.count("on the transfer set toy_arith_variants") == 2
+
+
+@pytest.mark.slow
+def test_transfer_and_per_level_sections_carry_the_runs_numbers_with_intervals(report, sweep) -> None:
+    _, out, _ = report
+    md = (out / "report.md").read_text()
+    summary = json.loads((_jobs(sweep)[("kd", "low")] / "summary.json").read_text())
+    se = summary["finetune"]["arms"]["se"]
+    transfer = se["transfer"]
+    assert transfer["name"] == "toy_arith_variants" and transfer["n_problems"] == 20
+    lo, hi = transfer["pass@1_interval"]
+    section = _section(md, "Finetuned pass@1 on the transfer set (toy_arith_variants), low budget")
+    row = next(line for line in section.splitlines() if "(kd)" in line and "SE data" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    base = summary["models"]["student"]["base"]["transfer"]
+    assert cells[5:] == [
+        f"{100 * transfer['pass@1']:.1f}% [{100 * lo:.1f}-{100 * hi:.1f}]",
+        "95% Wilson (1 run)",
+        f"{100 * base['pass@1']:.1f}% [{100 * base['pass@1_interval'][0]:.1f}-{100 * base['pass@1_interval'][1]:.1f}]",
+        f"{100 * se['pass@1']:.1f}% [{100 * se['pass@1_interval'][0]:.1f}-{100 * se['pass@1_interval'][1]:.1f}]",
+        f"{100 * (se['pass@1'] - transfer['pass@1']):+.1f} pts",
+    ]
+    level = se["per_level"]["1"]
+    row = next(
+        line
+        for line in _section(md, "Finetuned pass@1 per difficulty level, low budget").splitlines()
+        if "| kd |" in line and "SE data" in line
+    )
+    assert f"{100 * level['value']:.1f}% [{100 * level['low']:.1f}-{100 * level['high']:.1f}]" in row
 
 
 @pytest.mark.slow
@@ -163,7 +197,10 @@ def test_jobs_the_sweep_planned_but_never_started_are_listed(sweep, tmp_path) ->
     shutil.copytree(sweep, tmp_path / "sweep")
     shutil.rmtree(_jobs(tmp_path / "sweep")[("w2s", "high")])
     failed = collect(tmp_path / "sweep").failed
-    planned = f"experiment=toy_tiny setup=w2s budget=high trainer.deepspeed=null trainer.checkpoints=2 paths.cache_dir={sweep.parent / 'cache'}"
+    planned = (
+        "experiment=toy_tiny setup=w2s budget=high trainer.deepspeed=null trainer.checkpoints=2 "
+        f"dataset@transfer=toy_arith_variants transfer.toy.n_test=10 paths.cache_dir={sweep.parent / 'cache'}"
+    )
     assert [(f.job, f.reason.split(":")[0]) for f in failed] == [("#3", f"no job folder for ({planned})")]
 
 

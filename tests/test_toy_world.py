@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
+from wcse.artifacts import digest
 from wcse.toy import world
 from wcse.toy.tokenizer import build_tokenizer, prompt
 
@@ -85,3 +88,50 @@ def test_independent_steps_may_come_in_any_order() -> None:
     orders = {tuple(line for line in f.split(" . ") if "=" in line) for f in world.solution_forms(p.meta, 40)}
     firsts = {order[0].replace("so ", "") for order in orders}
     assert len(firsts) >= 2, "two people's totals can be computed in either order"
+
+
+def test_the_default_splits_are_pinned() -> None:
+    """The shipped ladder and every cached sample were made from these exact problems: a change to
+    the generator that moves them must be deliberate (rebuild the ladder, bump this digest)."""
+    digests = {s: digest([asdict(p) for p in world.generate(s, n, 0)]) for s, n in (("train", 1000), ("test", 500))}
+    assert digests == {"train": "9c219a2e5263624f", "test": "bfdee41b8ceeb34e"}
+
+
+def _skeleton(question: str) -> list[str]:
+    return ["N" if w.isdigit() else w for w in question.split()]
+
+
+def _shape(meta: dict) -> list[tuple]:
+    return [(op, *("#" if isinstance(r, str) and r.startswith("#") else "n" for r in (x, y))) for op, x, y in meta["steps"]]
+
+
+def test_variants_keep_the_problem_and_redraw_its_numbers() -> None:
+    originals = {p.id: p for p in world.generate("test", 200, 0)}
+    variants = world.variants(200, 0, per_problem=3)
+    assert len(variants) == 600 and variants == world.variants(200, 0, per_problem=3)  # seeded
+    tokenizer = build_tokenizer()
+    changed = []
+    for v in variants:
+        o = originals[v.meta["variant_of"]]
+        assert v.id.startswith(o.id + "-v") and (v.level, v.subject) == (o.level, o.subject)
+        assert _skeleton(v.question) == _skeleton(o.question)  # names, items, events, question kept
+        assert _shape(v.meta) == _shape(o.meta) and list(v.meta["people"]) == list(o.meta["people"])
+        assert all(0 <= x <= world.MAX_VALUE for x in v.meta["values"]) and v.answer == str(v.meta["values"][-1])
+        check = world.check_solution(v.solution, v.meta, v.answer)
+        assert check.answer_correct and check.steps_correct
+        assert tokenizer.unk_token_id not in tokenizer(prompt(v.question) + " " + v.solution).input_ids
+        numbers, before = ([w for w in q.split() if w.isdigit()] for q in (v.question, o.question))
+        changed.append(sum(a != b for a, b in zip(numbers, before, strict=True)) / len(numbers))
+    assert sum(changed) / len(changed) > 0.85  # most numbers are new, not just one per problem
+    questions = [v.question for v in variants]
+    assert len(set(questions)) == 600 and not set(questions) & {p.question for p in originals.values()}
+    seen = {p.question for s in ("train", "validation") for p in world.generate(s, 3000, 0)}
+    assert not set(questions) & seen  # variants stay in the test bucket
+
+
+def test_a_template_refuses_numbers_that_leave_the_world() -> None:
+    problem, template = next(world._draw("test", 1, 0, (1,)))
+    assert template.instantiate(template.numbers) == (problem.question, problem.meta)
+    loss = template.steps[0][0] == "-"
+    extreme = [0 if loss else world.MAX_VALUE, world.MAX_VALUE]  # 0 - 99 < 0 or 99 + 99 > MAX_VALUE
+    assert template.instantiate(extreme) is None

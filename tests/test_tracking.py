@@ -145,7 +145,15 @@ def wandb_env(tmp_path_factory, wandb_server) -> Iterator[dict[str, str]]:
 def tracked(tmp_path_factory, wandb_env) -> tuple[Path, dict]:
     """A real toy job (w2s: the SE model finetuned on WC and on SE data), tracked as the app does."""
     root = tmp_path_factory.mktemp("tracked")
-    cfg = compose_config(root, "experiment=toy_tiny", "setup=w2s", "budget=low", "logger=wandb")
+    cfg = compose_config(
+        root,
+        "experiment=toy_tiny",
+        "setup=w2s",
+        "budget=low",
+        "logger=wandb",
+        "dataset@transfer=toy_arith_variants",
+        "transfer.toy.n_test=10",
+    )
     validate(cfg)
     summary = Pipeline(cfg).run()
     track(cfg, summary)
@@ -174,11 +182,13 @@ def test_runs_carry_the_summary_metrics(tracked) -> None:
         assert r.summary["eval/pass@1"] == result["pass@1"]
         interval = [r.summary["eval/pass@1_interval/low"], r.summary["eval/pass@1_interval/high"]]
         assert interval == result["pass@1_interval"]
-        assert r.summary["eval/per_level/1"] == result["per_level"]["1"]
+        assert r.summary["eval/per_level/1/value"] == result["per_level"]["1"]["value"]
         assert r.summary["eval/fpr/value"] == result["fpr"]["value"]
         best = result["checkpoint_selection"]["best"]
         assert r.summary["eval/checkpoint_selection/best/validation_pass@1"] == best["validation_pass@1"]
         assert r.summary["eval/base_pass@1"] == summary["finetune"]["base_pass@1"]
+        assert r.summary["eval/transfer/pass@1"] == result["transfer"]["pass@1"]
+        assert r.summary["eval/base_transfer_pass@1"] == summary["models"]["se"]["base"]["transfer"]["pass@1"]
         assert r.summary["data/coverage"] == data["coverage"] and r.summary["data/k"] == data["k"]
         assert r.summary["data/diversity_by_rule/computation"] == data["diversity_by_rule"]["computation"]
         assert r.summary["data/fpr/high"] == data["fpr"]["high"]

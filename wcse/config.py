@@ -76,6 +76,7 @@ class ToyDataConfig:
     n_validation: int = 200
     n_test: int = 500
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    variants: int = 0  # > 0: the test split is this many number-redrawn variants of each test problem
 
 
 @dataclass
@@ -244,6 +245,7 @@ class ToyConfig:
 class Config:
     model_pair: ModelPairConfig = MISSING
     dataset: DatasetConfig = MISSING
+    transfer: DatasetConfig | None = None  # an eval-only dataset (its test split) for generalisation
     budget: BudgetConfig = MISSING
     setup: SetupConfig = MISSING
     sampler: SamplerConfig = MISSING
@@ -323,6 +325,13 @@ def validate(cfg: Any) -> None:
             raise ValueError(
                 f"verifier.judge.prompt={v.judge.prompt!r} is a {kind!r} prompt; verifier.method={v.method} "
                 f"needs a {wanted!r} prompt ({'label-free decisions' if wanted == 'answer' else 'step-level FPR'})"
+            )
+    transfer = cfg.transfer
+    if transfer is not None and transfer.format != "toy_arith":
+        if transfer.test is None or (transfer.test.path is None and transfer.test.hub is None):
+            raise ValueError(
+                f"transfer={transfer.name}: a transfer set is scored on its test split, and transfer.test has "
+                "neither a local file (set paths.data_dir, or transfer.test.path) nor a hub id"
             )
     e = cfg.evaluator
     if e.samples < 1 or any(not 1 <= k <= e.samples for k in e.maj_ks):

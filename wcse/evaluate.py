@@ -70,9 +70,10 @@ def maj_at_k(by_problem: Mapping[str, Sequence[Verdict]], k: int) -> float:
 
 
 def score(problems: Sequence[Problem], verdicts: Sequence[Verdict], maj_ks: Sequence[int] = ()) -> dict[str, Any]:
-    """pass@1 overall, per level and per subject, maj@k, and the FPR of the model's own correct answers.
+    """pass@1 overall, per level and per subject (rates with their counts), maj@k, and the FPR of
+    the model's own correct answers.
 
-    The interval is Wilson's over samples; with several samples per problem they are not
+    The intervals are Wilson's over samples; with several samples per problem they are not
     independent, so it is narrower than an interval over problems would be.
     """
     info = {p.id: p for p in problems}
@@ -91,8 +92,8 @@ def score(problems: Sequence[Problem], verdicts: Sequence[Verdict], maj_ks: Sequ
         "pass@1": n_correct / max(1, len(verdicts)),
         "pass@1_interval": list(wilson_interval(n_correct, len(verdicts))),
         **{f"maj@{k}": maj_at_k(by_problem, k) for k in maj_ks},
-        "per_level": {k: sum(c) / len(c) for k, c in sorted(by_level.items())},
-        "per_subject": {k: sum(c) / len(c) for k, c in sorted(by_subject.items())},
+        "per_level": {k: Rate.of(sum(c), len(c)).to_dict() for k, c in sorted(by_level.items())},
+        "per_subject": {k: Rate.of(sum(c), len(c)).to_dict() for k, c in sorted(by_subject.items())},
         "fpr": Rate.of(sum(not v.steps_correct for v in checked), len(checked)).to_dict(),
         "status": {s: sum(v.status == s for v in verdicts) for s in sorted({v.status for v in verdicts})},
     }

@@ -88,7 +88,8 @@ def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float,
     denom = 1.0 + z * z / total
     center = (p + z * z / (2 * total)) / denom
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return (max(0.0, center - half), min(1.0, center + half))
+    # at 0/n and n/n rounding can put a bound a hair past p; the interval must hold its estimate
+    return (min(p, max(0.0, center - half)), max(p, min(1.0, center + half)))
 
 
 @dataclass(frozen=True)

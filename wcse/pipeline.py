@@ -145,12 +145,16 @@ class Pipeline:
 
     # ----------------------------------------------------------------- dataset
     def stage_dataset(self) -> dict[str, Any]:
-        return {"dataset": {split: len(self.problems[split]) for split in SPLITS}}
+        out = {"dataset": {split: len(self.problems[split]) for split in SPLITS}}
+        if self.cfg.transfer is not None:
+            out["transfer"] = {"name": self.cfg.transfer.name, "test": len(self.problems_of("transfer")["test"])}
+        return out
 
-    @cached_property
-    def dataset_key(self) -> str:
-        """Content key of the dataset: its config plus the bytes of any local files it reads."""
-        cfg = _plain(self.cfg.dataset)
+    @cache  # noqa: B019 - hashes the dataset's files once per run
+    def dataset_key(self, group: str = "dataset") -> str:
+        """Content key of a dataset (``group``: "dataset", or "transfer" for the transfer set):
+        its config plus the bytes of any local files it reads."""
+        cfg = _plain(self.cfg[group])
         files = {}
         for split in SPLITS:
             source = cfg.get(split) or {}
@@ -158,21 +162,26 @@ class Pipeline:
                 files[split] = file_sha256(Path(source["path"]))
         return digest({"dataset": cfg, "files": files})
 
-    @cached_property
-    def dataset_path(self) -> Path:
+    @cache  # noqa: B019
+    def problems_of(self, group: str = "dataset") -> dict[str, list[Problem]]:
         def build(out: Path) -> None:
-            for split, problems in load_problems(self.cfg.dataset).items():
+            for split, problems in load_problems(self.cfg[group]).items():
                 write_jsonl(out / f"{split}.jsonl", problems)
 
-        return self.cache.get_or_build("dataset", {"key": self.dataset_key}, build, label=self.cfg.dataset.name)
+        path = self.cache.get_or_build("dataset", {"key": self.dataset_key(group)}, build, label=self.cfg[group].name)
+        return {s: list(read_jsonl(path / f"{s}.jsonl", Problem)) for s in SPLITS}
 
-    @cached_property
+    def id_of(self, group: str = "dataset") -> str:
+        """What cache keys and sample records call the dataset: its name and content key."""
+        return f"{self.cfg[group].name}@{self.dataset_key(group)}"
+
+    @property
     def problems(self) -> dict[str, list[Problem]]:
-        return {s: list(read_jsonl(self.dataset_path / f"{s}.jsonl", Problem)) for s in SPLITS}
+        return self.problems_of("dataset")
 
-    @cached_property
+    @property
     def dataset_id(self) -> str:
-        return f"{self.cfg.dataset.name}@{self.dataset_key}"
+        return self.id_of("dataset")
 
     # ----------------------------------------------------------------- budget + sampling
     @cached_property
@@ -293,7 +302,7 @@ class Pipeline:
             )
             write_jsonl(out / "verdicts.jsonl", verdicts)
             if v.method == "judge":
-                judged = judge_lib.label_free_verdicts(samples, self.judge(samples, problems))
+                judged = judge_lib.label_free_verdicts(samples, self.judge(samples, problems, self.dataset_id))
                 write_jsonl(out / "judged.jsonl", judged)
                 keep = [verdict.correct for verdict in judged]
             else:
@@ -343,7 +352,7 @@ class Pipeline:
         for role in ("wc", "se"):
             samples, verdicts = self.samples(role), self.verdicts(role)
             if self.judges_steps:
-                verdicts = self.judge_steps(samples, verdicts, {p.id: p for p in train})
+                verdicts = self.judge_steps(samples, verdicts, {p.id: p for p in train}, self.dataset_id)
             k = self.n_samples(role)
             out[role] = data_metrics(samples, verdicts, k, groups=groups, rules=rules)
             table = table_dir / f"{role}.problems.jsonl"
@@ -373,33 +382,35 @@ class Pipeline:
         """Whether a "steps" judge checks the reasoning behind correct answers (data and eval FPR)."""
         return self.cfg.verifier.judge is not None and self.cfg.verifier.method != "judge"
 
-    @cached_property
-    def judge_store(self) -> SampleStore:
-        """One store object per run, so its shards are parsed once however often the judge is asked."""
-        key = digest({"model": self.judge_identity["model"], "dataset": self.dataset_id})
+    @cache  # noqa: B019 - one store object per dataset, so its shards are parsed once per run
+    def judge_store(self, dataset_id: str) -> SampleStore:
+        key = digest({"model": self.judge_identity["model"], "dataset": dataset_id})
         return SampleStore(self.cache.root / "judgements" / key)
 
     @cached_property
     def judge_chat(self) -> judge_lib.ChatTemplate | None:
         return judge_lib.ChatTemplate(self.judge_path) if self.cfg.verifier.judge.chat else None
 
-    def judge(self, samples: list[Sample], problems: dict[str, Problem]) -> dict[str, judge_lib.Judgement]:
+    def judge(self, samples: list[Sample], problems: dict[str, Problem], dataset_id: str) -> dict[str, judge_lib.Judgement]:
         """The configured judge's verdicts on ``samples``, kept in a store like samples: a rerun
         judges only what is missing, and the judge's engine starts only if something is."""
         j, ident = self.cfg.verifier.judge, self.judge_identity
         s = j.sampler
-        log.info("judge %s (%s prompt) on %d samples; judgements in %s", j.name, j.prompt, len(samples), self.judge_store.root)
+        store = self.judge_store(dataset_id)
+        log.info("judge %s (%s prompt) on %d samples; judgements in %s", j.name, j.prompt, len(samples), store.root)
         requests = judge_lib.judge_requests(
-            j.prompt, ident["model"], self.dataset_id, problems, samples, ident["params"], s.seed, chat=self.judge_chat
+            j.prompt, ident["model"], dataset_id, problems, samples, ident["params"], s.seed, chat=self.judge_chat
         )
         return judge_lib.judge_samples(
             lambda: open_sampler(s, self.judge_path, temperature=s.temperature, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size),
-            self.judge_store,
+            store,
             samples,
             requests,
         )
 
-    def judge_steps(self, samples: list[Sample], verdicts: list[Verdict], problems: dict[str, Problem]) -> list[Verdict]:
+    def judge_steps(
+        self, samples: list[Sample], verdicts: list[Verdict], problems: dict[str, Problem], dataset_id: str
+    ) -> list[Verdict]:
         """Step-level FPR on real data: a seeded subset of the correct samples whose reasoning no
         exact checker covers (the toy world's is exact) goes to the "steps" judge."""
         unchecked = sorted(v.key for v in verdicts if v.correct and v.steps_correct is None)
@@ -409,7 +420,9 @@ class Pipeline:
         if not unchecked:
             return verdicts
         chosen = set(unchecked)
-        return judge_lib.apply_step_judgements(verdicts, self.judge([s for s in samples if s.key in chosen], problems))
+        return judge_lib.apply_step_judgements(
+            verdicts, self.judge([s for s in samples if s.key in chosen], problems, dataset_id)
+        )
 
     # ----------------------------------------------------------------- finetune
     @cache  # noqa: B019
@@ -461,12 +474,15 @@ class Pipeline:
         return {"train": out}
 
     # ----------------------------------------------------------------- evaluate
-    def _evaluate_path(self, model_path: str, model_id: str, out_dir: Path, split: str | None = None) -> dict[str, Any]:
-        e = self.cfg.evaluator
-        problems = self.problems[split or e.split]
+    def _evaluate_path(
+        self, model_path: str, model_id: str, out_dir: Path, split: str | None = None, group: str = "dataset"
+    ) -> dict[str, Any]:
+        e, data = self.cfg.evaluator, self.cfg[group]
+        problems = self.problems_of(group)[split or e.split]
         problems = problems[: e.limit] if e.limit else problems
         params = {"temperature": e.temperature, "top_p": 1.0, "max_new_tokens": e.max_new_tokens}
-        requests = eval_requests(model_id, self.dataset_id, self.cfg.dataset.prompt, problems, params, self.cfg.seed, e.samples)
+        dataset_id = self.id_of(group)
+        requests = eval_requests(model_id, dataset_id, data.prompt, problems, params, self.cfg.seed, e.samples)
         # Finetuned targets are local models: API backends sample, they do not evaluate them.
         backend = "hf" if self.cfg.sampler.backend == "openai" else self.cfg.sampler.backend
         sampler_cfg = OmegaConf.merge(self.cfg.sampler, {"backend": backend})
@@ -477,26 +493,39 @@ class Pipeline:
             ),
             requests,
             problems,
-            self.cfg.dataset.format,
+            data.format,
             out_dir,
             e.maj_ks,
-            check_steps=(lambda s, v: self.judge_steps(s, v, problem_of)) if self.judges_steps else None,
+            check_steps=(lambda s, v: self.judge_steps(s, v, problem_of, dataset_id)) if self.judges_steps else None,
             **self.verify_settings,
         )
 
     @cache  # noqa: B019 - validated (hashed) once per run, however many stages read it
-    def evaluation(self, label: str, model_path: str, model_id: str, split: str | None = None) -> dict[str, Any]:
-        evaluator = _plain(self.cfg.evaluator) | {"split": split or self.cfg.evaluator.split}
-        payload = {"model": model_id, "dataset": self.dataset_id, "evaluator": evaluator, "seed": self.cfg.seed, "v": 1}
+    def evaluation(
+        self, label: str, model_path: str, model_id: str, split: str | None = None, group: str = "dataset"
+    ) -> dict[str, Any]:
+        """A model's scores on a split of the dataset, or (``group="transfer"``) of the transfer set."""
+        split = split or ("test" if group == "transfer" else self.cfg.evaluator.split)
+        evaluator = _plain(self.cfg.evaluator) | {"split": split}
+        payload = {"model": model_id, "dataset": self.id_of(group), "evaluator": evaluator, "seed": self.cfg.seed, "v": 2}
         if self.judges_steps:  # its FPR comes from the judge
             payload["judge"] = self.judge_identity
 
         def build(out: Path) -> None:
-            result = self._evaluate_path(model_path, model_id, out, split)
+            result = self._evaluate_path(model_path, model_id, out, split, group)
             (out / "result.json").write_text(json.dumps(result, indent=1))
 
         path = self.cache.get_or_build("evaluate", payload, build, label=label)
         return json.loads((path / "result.json").read_text()) | {"dir": str(path)}  # samples.jsonl, verdicts.jsonl
+
+    def scored(self, label: str, model_path: str, model_id: str) -> dict[str, Any]:
+        """A model's test scores, with its scores on the transfer set (if one is configured) under
+        ``"transfer"``: the same model, a second dataset, nothing retrained."""
+        result = self.evaluation(label, model_path, model_id)
+        if self.cfg.transfer is not None:
+            transfer = self.evaluation(f"{label} ({self.cfg.transfer.name})", model_path, model_id, group="transfer")
+            result["transfer"] = {"name": self.cfg.transfer.name, **transfer}
+        return result
 
     @cache  # noqa: B019
     def selected(self, arm: str) -> dict[str, Any]:
@@ -528,16 +557,21 @@ class Pipeline:
     def stage_evaluate(self) -> dict[str, Any]:
         target, pair = self.cfg.setup.target, self.cfg.model_pair
         base = {
-            role: self.evaluation(f"{role} (base)", self.model_path(role, target=True), self.model_id(role, target=True))
+            role: self.scored(f"{role} (base)", self.model_path(role, target=True), self.model_id(role, target=True))
             for role in dict.fromkeys([target, *self.cfg.evaluator.baselines])
         }
         arms = {}
         for arm in self.cfg.setup.arms:
             path, selection = self.trained(arm), self.selected(arm)
             best = selection["best"]
-            result = self.evaluation(f"{target} on {arm} data", best["path"], f"trained@{path.name}/step-{best['step']}")
+            result = self.scored(f"{target} on {arm} data", best["path"], f"trained@{path.name}/step-{best['step']}")
             arms[arm] = {"paradigm": self.cfg.setup.paradigm.get(arm), "checkpoint_selection": selection, **result}
         scores = {arm: r["pass@1"] for arm, r in arms.items()}
+        transfer = {arm: r["transfer"]["pass@1"] for arm, r in arms.items() if "transfer" in r}
+
+        def wc_minus_se(by_arm: dict[str, float]) -> float | None:
+            return by_arm["wc"] - by_arm["se"] if {"wc", "se"} <= by_arm.keys() else None
+
         return {
             "models": {
                 role: {"name": pair[role].name, "params": pair[role].params, **({"base": base[role]} if role in base else {})}
@@ -550,7 +584,8 @@ class Pipeline:
                 "base_pass@1": base[target]["pass@1"],
                 "arms": arms,
                 "best_arm": max(scores, key=scores.get) if scores else None,
-                "wc_minus_se_pass@1": scores["wc"] - scores["se"] if {"wc", "se"} <= scores.keys() else None,
+                "wc_minus_se_pass@1": wc_minus_se(scores),
+                **({"wc_minus_se_transfer_pass@1": wc_minus_se(transfer)} if transfer else {}),
             },
         }
 

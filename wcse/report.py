@@ -85,11 +85,13 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
             title=f"Finetuning {ft['target_model']} (setup {ft['setup']}); "
             f"base pass@1 {_pct(ft['base_pass@1'])}"
         )
+        transfer = next((r["transfer"]["name"] for r in ft["arms"].values() if "transfer" in r), None)
         for col in (
             "data",
             "paradigm",
             "pass@1",
             "95% CI",
+            *([f"pass@1 on {transfer}"] if transfer else []),
             "FPR of correct answers",
             "checkpoint (val. pass@1)",
         ):
@@ -106,6 +108,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
                 r["paradigm"] or "-",
                 _pct(r["pass@1"]),
                 f"{_pct(lo)}-{_pct(hi)}",
+                *([_pct(r.get("transfer", {}).get("pass@1"))] if transfer else []),
                 _pct(r["fpr"]["value"]),
                 chosen,
             )
@@ -386,9 +389,23 @@ def _natural(key: str) -> tuple[bool, int, str]:
     return (not key.isdigit(), int(key) if key.isdigit() else 0, key)
 
 
-def _per_key(dicts: Sequence[dict[str, float]]) -> dict[str, Estimate]:
+def _rate(x: float | dict[str, Any] | None) -> tuple[float | None, tuple[float, float] | None]:
+    """A value and its interval from a rate record ({"value", "low", "high", "n"}); summaries
+    written before rates carried their counts hold bare values."""
+    if isinstance(x, dict):
+        return x["value"], (x["low"], x["high"])
+    return x, None
+
+
+def _per_key(dicts: Sequence[dict[str, Any]]) -> dict[str, Estimate]:
+    """Per level (or subject) estimates over runs; one run keeps its Wilson interval."""
     keys = sorted({k for d in dicts for k in d}, key=_natural)
-    return {k: e for k in keys if (e := estimate([d.get(k) for d in dicts])) is not None}
+    out = {}
+    for k in keys:
+        rates = [_rate(d.get(k)) for d in dicts]
+        if (e := estimate([v for v, _ in rates], rates[0][1])) is not None:
+            out[k] = e
+    return out
 
 
 class Cell(NamedTuple):
@@ -416,6 +433,16 @@ class FinetuneCell:
     per_level: dict[str, Estimate]
     base_per_level: dict[str, Estimate]
     runs: list[str]
+    transfer_set: str | None = None  # the dataset of the transfer evaluation, if the runs had one
+    transfer: Estimate | None = None  # pass@1 on it
+    base_transfer: Estimate | None = None
+
+    def score(self, on: str) -> Estimate | None:
+        """pass@1 on the test split (``on="test"``) or on the transfer set."""
+        return self.pass1 if on == "test" else self.transfer
+
+    def base_score(self, on: str) -> Estimate | None:
+        return self.base if on == "test" else self.base_transfer
 
 
 @dataclass
@@ -471,11 +498,19 @@ class Tables:
 
     @cached_property
     def comparisons(self) -> list[Comparison]:
+        return self.compare("test")
+
+    @cached_property
+    def transfer_comparisons(self) -> list[Comparison]:
+        return self.compare("transfer")
+
+    def compare(self, on: str) -> list[Comparison]:
+        """WC vs SE data per setup, on the test split or (``on="transfer"``) the transfer set."""
         out = []
         for key, wc in self.finetune.items():
             se = self.finetune.get(key._replace(arm="se"))
-            if key.arm == "wc" and se is not None:
-                out.append(Comparison(*key[:5], wc.pass1, se.pass1))
+            if key.arm == "wc" and se is not None and wc.score(on) and se.score(on):
+                out.append(Comparison(*key[:5], wc.score(on), se.score(on)))
         return sorted(
             out,
             key=lambda c: (
@@ -486,6 +521,9 @@ class Tables:
                 _rank(c.setup, SETUPS),
             ),
         )
+
+    def transfer_set(self, pair: str, dataset: str) -> str:
+        return next((c.transfer_set for k, c in self.finetune.items() if k[:2] == (pair, dataset) and c.transfer_set), "")
 
     def plan(self, pair: str, dataset: str, budget: str, variant: str | None = None) -> dict[str, Any] | None:
         """A budget's sample counts; without a variant, any variant's (they differ only where a
@@ -526,6 +564,8 @@ def finetune_cells(runs: Sequence[RunRecord]) -> dict[Cell, FinetuneCell]:
             run.summary.get("models", {}).get(ft["target"], {}).get("base", {})
             for run, ft in zip(members, fts, strict=True)
         ]
+        transfers = [r.get("transfer", {}) for r in results]
+        base_transfers = [b.get("transfer", {}) for b in bases]
         cells[key] = FinetuneCell(
             target_model=fts[0]["target_model"],
             pass1=estimate([r["pass@1"] for r in results], results[0].get("pass@1_interval")),
@@ -533,6 +573,11 @@ def finetune_cells(runs: Sequence[RunRecord]) -> dict[Cell, FinetuneCell]:
             per_level=_per_key([r.get("per_level", {}) for r in results]),
             base_per_level=_per_key([b.get("per_level", {}) for b in bases]),
             runs=[run.job for run in members],
+            transfer_set=transfers[0].get("name"),
+            transfer=estimate([x.get("pass@1") for x in transfers], transfers[0].get("pass@1_interval")),
+            base_transfer=estimate(
+                [x.get("pass@1") for x in base_transfers], base_transfers[0].get("pass@1_interval")
+            ),
         )
     return cells
 
@@ -612,15 +657,17 @@ def _variant_label(variant: str) -> str:
 def readings(t: Tables) -> list[str]:
     """Sentences computed from the tables: who wins where, by how much, and whether within noise."""
     lines = []
-    groups: dict[tuple[str, str, str, str], list[Comparison]] = defaultdict(list)
-    for c in t.comparisons:
-        groups[(c.model_pair, c.dataset, c.budget, c.variant)].append(c)
-    for (pair, dataset, budget, variant), comps in groups.items():
+    groups: dict[tuple[str, str, str, str, str], list[Comparison]] = defaultdict(list)
+    for on in ("test", "transfer"):
+        for c in t.compare(on):
+            groups[(c.model_pair, c.dataset, c.budget, c.variant, on)].append(c)
+    for (pair, dataset, budget, variant, on), comps in groups.items():
         wins = sum(c.diff > 0 for c in comps)
         ties = sum(c.diff == 0 for c in comps)
         best, worst = max(comps, key=lambda c: c.diff), min(comps, key=lambda c: c.diff)
+        where = "" if on == "test" else f", on the transfer set {t.transfer_set(pair, dataset)}"
         text = (
-            f"{pair} / {dataset}{_variant_label(variant)}, {t.plan_note(pair, dataset, budget, variant)}: "
+            f"{pair} / {dataset}{_variant_label(variant)}, {t.plan_note(pair, dataset, budget, variant)}{where}: "
             f"WC data beats SE data in {wins}/{len(comps)} setups"
             + (f" ({ties} tied)" if ties else "")
             + f"; largest WC-SE difference {100 * best.diff:+.1f} points ({_setup_label(best.setup)})"
@@ -728,21 +775,27 @@ def _grouped_bars(
     return tops
 
 
-def plot_finetune(t: Tables, budget: str, path: Path) -> Path:
+def plot_finetune(t: Tables, budget: str, path: Path, on: str = "test") -> Path | None:
     """Figure 1: finetuned pass@1 per setup and data arm, the base model as a dashed line, and
-    WC-SE written above each setup."""
-    cells = {k: c for k, c in t.finetune.items() if k.budget == budget}
+    WC-SE written above each setup; on the test split, or (``on="transfer"``) on the transfer set
+    of the same models. None when no run has the scores."""
+    cells = {k: c for k, c in t.finetune.items() if k.budget == budget and c.score(on)}
+    if not cells:
+        return None
     panels = _panels(cells)
     n_setups = max(len({k.setup for k in cells if k[:2] == p}) for p in panels)
     fig = Figure(figsize=(max(6.5, 2.4 * n_setups + 2.5) * len(panels), 5.6), layout="constrained")
-    fig.suptitle(f"Finetuned pass@1 by synthetic-data arm, {budget} sampling budget", fontsize=13)
+    title = f"Finetuned pass@1 by synthetic-data arm, {budget} sampling budget"
+    if on == "transfer":
+        title += "\non the transfer set: the models of the test-split figure, nothing retrained"
+    fig.suptitle(title, fontsize=13)
     for ax, (pair, dataset) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         mine = {k: c for k, c in cells.items() if k[:2] == (pair, dataset)}
         setups = sorted({k.setup for k in mine}, key=lambda s: _rank(s, SETUPS))
-        tops = _grouped_bars(ax, setups, {(k.setup, k.variant, k.arm): c.pass1 for k, c in mine.items()})
+        tops = _grouped_bars(ax, setups, {(k.setup, k.variant, k.arm): c.score(on) for k, c in mine.items()})
         labelled = False
         for j, setup in enumerate(setups):
-            base = next((c.base for k, c in mine.items() if k.setup == setup and c.base), None)
+            base = next((c.base_score(on) for k, c in mine.items() if k.setup == setup and c.base_score(on)), None)
             if base is not None:
                 ax.hlines(
                     100 * base.mean,
@@ -759,7 +812,7 @@ def plot_finetune(t: Tables, budget: str, path: Path) -> Path:
         ymax = max(tops.values(), default=1) * 1.3 + 8
         ax.set_ylim(0, ymax)
         notes: dict[str, list[str]] = defaultdict(list)
-        for c in t.comparisons:
+        for c in t.compare(on):
             if (c.model_pair, c.dataset, c.budget) == (pair, dataset, budget):
                 pts, rel = fmt_diff(c)
                 notes[c.setup].append(f"WC-SE: {pts}{_variant_label(c.variant)}\nrelative: {rel}")
@@ -777,7 +830,7 @@ def plot_finetune(t: Tables, budget: str, path: Path) -> Path:
                 )
         targets = {k.setup: c.target_model for k, c in mine.items()}
         ax.set_xticklabels([f"{SETUPS.get(s, s)} finetuning\n({s}: trains {targets[s]})" for s in setups])
-        ax.set_ylabel("pass@1 on the test split (%)")
+        ax.set_ylabel("pass@1 on the test split (%)" if on == "test" else f"pass@1 on {t.transfer_set(pair, dataset)} (%)")
         ax.set_title(f"{_pair_title(t, pair, dataset)}\n{t.plan_note(pair, dataset, budget)}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     handles = {label: h for ax in fig.axes for h, label in zip(*ax.get_legend_handles_labels(), strict=True)}
@@ -787,7 +840,7 @@ def plot_finetune(t: Tables, budget: str, path: Path) -> Path:
         loc="outside lower center",
         ncol=len(handles),
         fontsize=9,
-        title="error bars: " + "; ".join(sorted({c.pass1.method for c in cells.values()})),
+        title="error bars: " + "; ".join(sorted({c.score(on).method for c in cells.values()})),
         title_fontsize=8,
     )
     return _save(fig, path)
@@ -921,7 +974,11 @@ def plot_per_level(t: Tables, budget: str, path: Path) -> Path | None:
         return None
     panels = sorted({k[:3] for k in cells}, key=lambda p: (p[0], p[1], _rank(p[2], SETUPS)))
     fig = Figure(figsize=(max(8.0, 5.5 * len(panels)), 4.8), layout="constrained")
-    fig.suptitle(f"Finetuned pass@1 per difficulty level, {budget} sampling budget (means over runs)")
+    methods = sorted({e.method for c in cells.values() for e in c.per_level.values() if e.low is not None})
+    fig.suptitle(
+        f"Finetuned pass@1 per difficulty level, {budget} sampling budget (means over runs)"
+        + (f"\nerror bars: {'; '.join(methods)}" if methods else "")
+    )
     for ax, (pair, dataset, setup) in zip(
         fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True
     ):
@@ -969,6 +1026,12 @@ DATA_NOTE = (
     "FPR is the share of correct-answer samples whose reasoning is wrong, with its 95% Wilson interval "
     "over the checked samples."
 )
+TRANSFER_NOTE = (
+    "The models of the table above, each scored on the transfer set: problems that are not in the "
+    "training data's distribution of surface forms (Functional MATH: MATH problems with new numbers; "
+    "toy_arith_variants: every toy test problem with its stated numbers re-drawn). Checkpoints were "
+    "chosen on the original validation split. test - transfer is the generalisation gap."
+)
 CURVES_NOTE = (
     "One WC sample costs 1/r of an SE sample, where r = budget.wc_samples / budget.se_samples is the "
     "number of WC samples the budget buys per SE sample. SE coverage@k is plotted at x = k and WC "
@@ -1003,11 +1066,12 @@ def _figure(title: str, figure: Path, *notes: str) -> list[str]:
     ]
 
 
-def _md_finetune(t: Tables, budget: str, figure: Path) -> list[str]:
+def _md_finetune(t: Tables, budget: str, figure: Path, on: str = "test") -> list[str]:
     keys = sorted(
-        (k for k in t.finetune if k.budget == budget),
+        (k for k, c in t.finetune.items() if k.budget == budget and c.score(on)),
         key=lambda k: (k[:2], _rank(k.setup, SETUPS), k.variant, _rank(k.arm, ARMS)),
     )
+    transfer = on == "transfer"
     rows = [
         [
             *k[:2],
@@ -1015,21 +1079,27 @@ def _md_finetune(t: Tables, budget: str, figure: Path) -> list[str]:
             c.target_model,
             _series_label(k.variant, k.arm),
         ]
-        + [fmt_pct(c.pass1), c.pass1.method, fmt_pct(c.base)]
+        + [fmt_pct(c.score(on)), c.score(on).method, fmt_pct(c.base_score(on))]
+        + ([fmt_pct(c.pass1), f"{100 * (c.pass1.mean - c.transfer.mean):+.1f} pts"] if transfer else [])
         for k in keys
         if (c := t.finetune[k])
     ]
     diffs = [
         [c.model_pair, c.dataset, c.setup + _variant_label(c.variant), fmt_pct(c.wc), fmt_pct(c.se)]
         + [*fmt_diff(c), "yes" if c.overlap else "no"]
-        for c in t.comparisons
+        for c in t.compare(on)
         if c.budget == budget
     ]
+    if transfer:
+        sets = sorted({t.finetune[k].transfer_set for k in keys})
+        title = f"Finetuned pass@1 on the transfer set ({', '.join(sets)}), {budget} budget"
+        headers = "pass@1 on the transfer set | interval | base pass@1 | test pass@1 | test - transfer"
+        note = TRANSFER_NOTE
+    else:
+        title, headers, note = f"Finetuned pass@1, {budget} budget (Figure 1)", "pass@1 | interval | base pass@1", None
     return [
-        *_figure(f"Finetuned pass@1, {budget} budget (Figure 1)", figure),
-        *_md_table(
-            "model pair | dataset | setup | finetuned model | data | pass@1 | interval | base pass@1", rows
-        ),
+        *_figure(title, figure, *([note] if note else [])),
+        *_md_table(f"model pair | dataset | setup | finetuned model | data | {headers}", rows),
         "",
         *_md_table(
             "model pair | dataset | setup | WC data | SE data | WC-SE | (WC-SE)/SE | intervals overlap", diffs
@@ -1089,7 +1159,9 @@ def _md_per_level(t: Tables, budget: str, figure: Path) -> list[str]:
         ]
         for k in keys
     ]
-    note = "Means over runs; the summaries hold no per-level counts, so no intervals."
+    note = (
+        "Intervals as above, over the samples of each level (fewer than over the whole split, so wider)."
+    )
     return [
         *_figure(f"Finetuned pass@1 per difficulty level, {budget} budget", figure, note),
         *_md_table(
@@ -1134,6 +1206,9 @@ def write_markdown(sweep: Sweep, t: Tables, figures: dict[str, Path], out: Path)
     for budget in t.budgets:
         if (figure := figures.get(f"finetune_{budget}")) is not None:
             md += _md_finetune(t, budget, figure)
+    for budget in t.budgets:
+        if (figure := figures.get(f"transfer_{budget}")) is not None:
+            md += _md_finetune(t, budget, figure, on="transfer")
     if "data_quality" in figures:
         md += _md_data(t, figures["data_quality"])
         md += _md_curves(t, figures["coverage_curves"])
@@ -1167,23 +1242,29 @@ def print_grid(sweep: Sweep, t: Tables, console: Console) -> None:
         *(ARMS.get(a, a) for a in arms),
         "base",
         "WC-SE",
+        *(["WC-SE on transfer"] if t.transfer_comparisons else []),
     ):
         table.add_column(col, justify="right")
     rows = sorted(
         {k[:5] for k in t.finetune},
         key=lambda r: (r[0], r[1], _rank(r[2], SETUPS), t.budgets.index(r[3]), r[4]),
     )
-    diffs = {(c.model_pair, c.dataset, c.setup, c.budget, c.variant): c for c in t.comparisons}
+    diffs = {
+        on: {(c.model_pair, c.dataset, c.setup, c.budget, c.variant): c for c in t.compare(on)}
+        for on in ("test", "transfer")
+    }
     for row in rows:
         cells = [t.finetune.get(Cell(*row, arm)) for arm in arms]
         base = next((c.base for c in cells if c and c.base), None)
-        comp = diffs.get(row)
         values = [
             *row[:4],
             *([row[4] or "-"] if variants else []),
             *(fmt_pct(c.pass1) if c else "-" for c in cells),
             fmt_pct(base),
-            " ".join(fmt_diff(comp)) if comp else "-",
+            *(
+                " ".join(fmt_diff(comp)) if (comp := diffs[on].get(row)) else "-"
+                for on in ("test", "transfer")[: 2 if t.transfer_comparisons else 1]
+            ),
         ]
         table.add_row(*map(escape, values))  # "[2.5-12.9]" is text, not rich markup
     console.print(table)
@@ -1207,8 +1288,9 @@ def build_report(
     t = tabulate(sweep.used)
     figures: dict[str, Path] = {}
     for budget in t.budgets:
-        if any(k.budget == budget for k in t.finetune):
-            figures[f"finetune_{budget}"] = plot_finetune(t, budget, out / f"finetune_{budget}.png")
+        for on, name in (("test", f"finetune_{budget}"), ("transfer", f"transfer_{budget}")):
+            if (figure := plot_finetune(t, budget, out / f"{name}.png", on)) is not None:
+                figures[name] = figure
         if (per_level := plot_per_level(t, budget, out / f"per_level_{budget}.png")) is not None:
             figures[f"per_level_{budget}"] = per_level
     if t.data:

@@ -19,7 +19,8 @@ reads two, so it has no ``data``/``sampling``/``filter`` keys, its composition i
   ``diversity_by_rule``, FPR with its interval, per level/subject; cost; verification counts)
 - ``train/*``: ``summary["train"][arm]`` (final loss, steps, tokens/s, MFU, data composition)
 - ``eval/*``: ``summary["finetune"]["arms"][arm]`` (pass@1 with ``pass@1_interval/{low,high}``,
-  maj@k, per level/subject, FPR, selected checkpoint) and ``eval/base_pass@1`` (untuned target)
+  maj@k, per level/subject, FPR, selected checkpoint; ``eval/transfer/*`` the same on the transfer
+  set) and ``eval/base_pass@1``, ``eval/base_transfer_pass@1`` (the untuned target)
 - ``budget/*``, ``timing/*``: the job's, identical in every arm's run
 - ``eval/samples``: a table of the first evaluation outputs
 """
@@ -90,13 +91,19 @@ def arm_metrics(summary: dict[str, Any], arm: str) -> dict[str, float]:
         result["pass@1_interval"] = dict(zip(("low", "high"), result["pass@1_interval"], strict=True))
     data = {k: v for k, v in summary.get("data", {}).get(src, {}).items() if k != "coverage_curve"}
     budget = {**summary.get("budget", {}), **{k: v for k, v in summary.items() if k.startswith("realised_")}}
+    finetune = summary.get("finetune", {})
+    base = summary.get("models", {}).get(finetune.get("target"), {}).get("base", {})
     return _flatten(
         {
             "data": data,
             "sampling": summary.get("sampling", {}).get(src, {}),
             "filter": summary.get("filter", {}).get(src, {}),
             "train": summary.get("train", {}).get(arm, {}),
-            "eval": {**result, "base_pass@1": summary.get("finetune", {}).get("base_pass@1")},
+            "eval": {
+                **result,
+                "base_pass@1": finetune.get("base_pass@1"),
+                "base_transfer_pass@1": base.get("transfer", {}).get("pass@1"),
+            },
             "budget": budget,
             "timing": summary.get("timing_seconds", {}),
         }

@@ -26,7 +26,9 @@ def load_problems(cfg: Any) -> dict[str, list[Problem]]:
         splits = {
             "train": world.generate("train", toy.n_train, cfg.seed, levels),
             "validation": world.generate("validation", toy.n_validation, cfg.seed, levels),
-            "test": world.generate("test", toy.n_test, cfg.seed, levels),
+            "test": world.variants(toy.n_test, cfg.seed, levels, toy.variants)
+            if toy.variants
+            else world.generate("test", toy.n_test, cfg.seed, levels),
         }
     else:
         splits = {split: _load(cfg, split) for split in SPLITS}

@@ -23,11 +23,14 @@ a level-5 problem with its solution is under 100 tokens.
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from wcse.records import Problem
+
+log = logging.getLogger(__name__)
 
 MAX_VALUE = 99
 LEVELS = (1, 2, 3, 4, 5)
@@ -39,6 +42,7 @@ OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b
 COMMUTATIVE = frozenset("+*")
 ANSWER_MARK = "####"
 STEP_SEP = "."
+VARIANT_ATTEMPTS = 2000  # draws per test problem before it is left with fewer variants
 CONNECTIVE = "so"
 
 # Split buckets by a hash of the question text: disjoint by construction, whatever the seeds.
@@ -49,83 +53,160 @@ Ref = int | str  # a stated quantity, or "#k": the result of step k
 
 @dataclass
 class _Builder:
-    """Accumulates sentences and the computation tree while a problem is generated."""
+    """Accumulates sentences and the computation tree while a problem is generated.
+
+    Stated quantities are slots (``"$i"``) in both the sentences and the tree, with the range
+    each was drawn from, so the finished problem is a template that other numbers can fill.
+    """
 
     rng: random.Random
     sentences: list[str] = field(default_factory=list)
     steps: list[list] = field(default_factory=list)
     values: list[int] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    ranges: list[tuple[int, int]] = field(default_factory=list)
 
-    def step(self, op: str, x: Ref, y: Ref) -> str:
+    def state(self, value: int, low: int, high: int) -> str:
+        """A quantity the question states, drawn from ``low..high``; returns its slot."""
+        self.numbers.append(value)
+        self.ranges.append((low, high))
+        return f"${len(self.numbers) - 1}"
+
+    def step(self, op: str, x: str, y: str) -> str:
         value = OPS[op](self.value(x), self.value(y))
         self.steps.append([op, x, y])
         self.values.append(value)
         return f"#{len(self.steps) - 1}"
 
-    def value(self, ref: Ref) -> int:
-        return self.values[int(ref[1:])] if isinstance(ref, str) else ref
+    def value(self, ref: str) -> int:
+        return (self.values if ref[0] == "#" else self.numbers)[int(ref[1:])]
+
+
+@dataclass(frozen=True)
+class Template:
+    """A problem with its stated numbers left open: the question and tree hold slots ``"$i"``."""
+
+    text: str
+    steps: tuple[tuple[str, str, str], ...]
+    people: tuple[tuple[str, str], ...]  # (name, slot of the starting quantity)
+    numbers: tuple[int, ...]  # the numbers it was generated with
+    ranges: tuple[tuple[int, int], ...]  # where each number was drawn from
+
+    def instantiate(self, numbers: Sequence[int]) -> tuple[str, dict] | None:
+        """The question and tree with ``numbers`` in the slots; None if a quantity along the way
+        leaves 0..MAX_VALUE (nobody has -3 apples)."""
+        values: list[int] = []
+
+        def resolve(ref: str) -> Ref:
+            return numbers[int(ref[1:])] if ref[0] == "$" else ref
+
+        def value(ref: Ref) -> int:
+            return values[int(ref[1:])] if isinstance(ref, str) else ref
+
+        steps = [[op, resolve(x), resolve(y)] for op, x, y in self.steps]
+        for op, x, y in steps:
+            values.append(OPS[op](value(x), value(y)))
+            if not 0 <= values[-1] <= MAX_VALUE:
+                return None
+        question = " ".join(str(resolve(w)) if w[0] == "$" else w for w in self.text.split())
+        people = {name: numbers[int(slot[1:])] for name, slot in self.people}
+        return question, {"steps": steps, "values": values, "people": people}
 
 
 def _bucket(question: str) -> int:
     return int.from_bytes(hashlib.sha1(question.encode()).digest()[:4], "big") % 100
 
 
-def _events(b: _Builder, name: str, start: int, n_steps: int) -> Ref:
+def _events(b: _Builder, name: str, start: str, n_steps: int) -> str:
     """Append gain/loss/box events for ``name`` worth ``n_steps`` steps; return the final total.
 
     A box event ("buys 3 boxes of 4") costs two steps: the product, then the sum.
     """
-    total: Ref = start
+    total = start
     remaining = n_steps
     while remaining:
         current = b.value(total)
         kind = b.rng.choice(("gain", "loss", "boxes") if remaining >= 2 else ("gain", "loss"))
         boxes, per_box = b.rng.randint(2, 9), b.rng.randint(2, 9)
         if kind == "boxes" and current + boxes * per_box <= MAX_VALUE:
-            b.sentences.append(f"{name} buys {boxes} boxes of {per_box} .")
-            total = b.step("+", total, b.step("*", boxes, per_box))
+            boxes_slot, per_box_slot = b.state(boxes, 2, 9), b.state(per_box, 2, 9)
+            b.sentences.append(f"{name} buys {boxes_slot} boxes of {per_box_slot} .")
+            total = b.step("+", total, b.step("*", boxes_slot, per_box_slot))
             remaining -= 2
         elif (kind != "loss" or current < 3) and current < MAX_VALUE - 2:
-            x = b.rng.randint(2, min(30, MAX_VALUE - current))
+            x = b.state(b.rng.randint(2, min(30, MAX_VALUE - current)), 2, 30)
             b.sentences.append(f"{name} {b.rng.choice(GAIN_VERBS)} {x} more .")
             total = b.step("+", total, x)
             remaining -= 1
         else:
-            x = b.rng.randint(1, min(30, current - 1))
+            x = b.state(b.rng.randint(1, min(30, current - 1)), 1, 30)
             b.sentences.append(f"{name} {b.rng.choice(LOSS_VERBS)} {x} .")
             total = b.step("-", total, x)
             remaining -= 1
     return total
 
 
-def _generate_one(rng: random.Random, level: int) -> tuple[str, dict]:
+def _generate_one(rng: random.Random, level: int) -> Template:
     """One problem with exactly ``level`` reasoning steps."""
     b = _Builder(rng)
     item = rng.choice(ITEMS)
     two_people = level >= 3 and rng.random() < 0.5
     if not two_people:
         name = rng.choice(NAMES)
-        start = rng.randint(5, 60)
+        start = b.state(rng.randint(5, 60), 5, 60)
         b.sentences.append(f"{name} has {start} {item} .")
         _events(b, name, start, level)
         question = f"How many {item} does {name} have now ?"
         people = {name: start}
     else:
         first, second = rng.sample(NAMES, 2)
-        starts = {first: rng.randint(5, 45), second: rng.randint(5, 45)}
-        for who, n in starts.items():
-            b.sentences.append(f"{who} has {n} {item} .")
+        people = {first: b.state(rng.randint(5, 45), 5, 45), second: b.state(rng.randint(5, 45), 5, 45)}
+        for who, slot in people.items():
+            b.sentences.append(f"{who} has {slot} {item} .")
         n_first = rng.randint(1, level - 2)
-        t1 = _events(b, first, starts[first], n_first)
-        t2 = _events(b, second, starts[second], level - 1 - n_first)
+        t1 = _events(b, first, people[first], n_first)
+        t2 = _events(b, second, people[second], level - 1 - n_first)
         if rng.random() < 0.5 and b.value(t1) >= b.value(t2):
             b.step("-", t1, t2)
             question = f"How many more {item} does {first} have than {second} ?"
         else:
             b.step("+", t1, t2)
             question = f"How many {item} do {first} and {second} have together ?"
-        people = starts
-    return " ".join([*b.sentences, question]), {"steps": b.steps, "values": b.values, "people": people}
+    return Template(
+        text=" ".join([*b.sentences, question]),
+        steps=tuple((op, x, y) for op, x, y in b.steps),
+        people=tuple(people.items()),
+        numbers=tuple(b.numbers),
+        ranges=tuple(b.ranges),
+    )
+
+
+def _problem(problem_id: str, question: str, meta: dict, level: int) -> Problem:
+    return Problem(
+        id=problem_id,
+        question=question,
+        answer=str(meta["values"][-1]),
+        solution=reference_solution(meta, random.Random(question)),
+        level=level,
+        subject="two_people" if len(meta["people"]) == 2 else "one_person",
+        meta=meta,
+    )
+
+
+def _draw(split: str, n: int, seed: int, levels: tuple[int, ...]) -> Iterator[tuple[Problem, Template]]:
+    """The problems of ``generate`` with the templates they were instantiated from."""
+    buckets = _BUCKETS[split]
+    rng = random.Random(f"{split}:{seed}")
+    seen: set[str] = set()
+    while len(seen) < n:
+        level = rng.choice(levels)
+        template = _generate_one(rng, level)
+        made = template.instantiate(template.numbers)
+        if made is None or len(template.steps) != level or made[0] in seen or _bucket(made[0]) not in buckets:
+            continue
+        question, meta = made
+        yield _problem(f"toy-{split}-{seed}-{len(seen):06d}", question, meta, level), template
+        seen.add(question)
 
 
 def generate(split: str, n: int, seed: int, levels: tuple[int, ...] = LEVELS) -> list[Problem]:
@@ -134,32 +215,37 @@ def generate(split: str, n: int, seed: int, levels: tuple[int, ...] = LEVELS) ->
     A question is kept only if its hash falls in the split's bucket, so splits never overlap,
     and repeated questions within a split are skipped.
     """
-    buckets = _BUCKETS[split]
-    rng = random.Random(f"{split}:{seed}")
+    return [problem for problem, _ in _draw(split, n, seed, levels)]
+
+
+def variants(n: int, seed: int, levels: tuple[int, ...] = LEVELS, per_problem: int = 2) -> list[Problem]:
+    """A transfer set in the manner of Functional MATH: each of the ``n`` test problems of
+    ``generate("test", n, seed, levels)`` re-instantiated ``per_problem`` times with its stated
+    numbers re-drawn from the ranges they came from. Names, items, events and the tree stay, so
+    only the arithmetic differs; a model that memorised answers (or learned them from problems
+    too close to these) loses accuracy here. Variants stay in the test bucket, so they are never
+    a training or validation question, and ``meta["variant_of"]`` names the original.
+    """
     problems: list[Problem] = []
-    seen: set[str] = set()
-    while len(problems) < n:
-        level = rng.choice(levels)
-        question, meta = _generate_one(rng, level)
-        if (
-            len(meta["steps"]) != level
-            or not 0 <= min(meta["values"]) <= max(meta["values"]) <= MAX_VALUE
-            or question in seen
-            or _bucket(question) not in buckets
-        ):
-            continue
-        seen.add(question)
-        problems.append(
-            Problem(
-                id=f"toy-{split}-{seed}-{len(problems):06d}",
-                question=question,
-                answer=str(meta["values"][-1]),
-                solution=reference_solution(meta, random.Random(question)),
-                level=level,
-                subject="two_people" if len(meta["people"]) == 2 else "one_person",
-                meta=meta,
-            )
-        )
+    drawn = list(_draw("test", n, seed, levels))
+    seen = {problem.question for problem, _ in drawn}
+    short = 0
+    for original, template in drawn:
+        rng = random.Random(f"variant:{original.id}")
+        made = 0
+        for _ in range(VARIANT_ATTEMPTS):
+            instance = template.instantiate([rng.randint(low, high) for low, high in template.ranges])
+            if instance is None or instance[0] in seen or _bucket(instance[0]) not in _BUCKETS["test"]:
+                continue
+            question, meta = instance
+            seen.add(question)
+            problems.append(_problem(f"{original.id}-v{made}", question, meta | {"variant_of": original.id}, original.level))
+            made += 1
+            if made == per_problem:
+                break
+        short += made < per_problem
+    if short:
+        log.warning("toy variants: %d of %d test problems have fewer than %d variants", short, n, per_problem)
     return problems
 
 
