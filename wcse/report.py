@@ -1027,10 +1027,11 @@ DATA_NOTE = (
     "over the checked samples."
 )
 TRANSFER_NOTE = (
-    "The models of the table above, each scored on the transfer set: problems that are not in the "
-    "training data's distribution of surface forms (Functional MATH: MATH problems with new numbers; "
-    "toy_arith_variants: every toy test problem with its stated numbers re-drawn). Checkpoints were "
-    "chosen on the original validation split. test - transfer is the generalisation gap."
+    "The models of the table above, each scored on the transfer set: the test problems with new "
+    "numbers (Functional MATH for MATH; toy_arith_variants: each toy test problem with its stated "
+    "numbers re-drawn, twice). A model that learned the method rather than the answers loses nothing "
+    "there. Checkpoints were chosen on the original validation split. test - transfer is the "
+    "generalisation gap (positive: worse on the transfer set)."
 )
 CURVES_NOTE = (
     "One WC sample costs 1/r of an SE sample, where r = budget.wc_samples / budget.se_samples is the "

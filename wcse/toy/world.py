@@ -16,6 +16,10 @@ Solutions admit several valid forms, so diversity@k is measurable:
 A wrong step can still reach the right answer (two compensating slips, or a misread quantity
 that happens to give the same total), so FPR is not trivially zero.
 
+A generated problem is a template with its stated numbers as slots (``Template``), so the same
+problem can be re-instantiated with other numbers: ``variants`` builds the toy counterpart of
+Functional MATH, a transfer set of the test problems with re-drawn quantities.
+
 Numbers are whole words of the vocabulary (``0`` .. ``MAX_VALUE``), which keeps sequences short:
 a level-5 problem with its solution is under 100 tokens.
 """
