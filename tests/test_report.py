@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -271,6 +272,9 @@ def test_estimate_says_how_its_interval_was_made() -> None:
     assert estimate([None, None]) is None
     pair = estimate([0.2, None, 0.4], (0.0, 1.0))  # a missing value drops out; the interval does not apply
     assert (pair.mean, pair.low, pair.high, pair.n) == pytest.approx((0.3, 0.2, 0.4, 2))
+    near_zero = estimate([0.0, 0.01, 0.05])  # mean - t*se < 0: a rate's interval stops at 0
+    assert near_zero.low == 0.0 and near_zero.high == pytest.approx(0.02 + 4.303 * statistics.stdev([0, 0.01, 0.05]) / math.sqrt(3))
+    assert estimate([0.0, 0.01, 0.05], proportion=False).low < 0  # diversity is a count, not a rate
     many = estimate([0.4, 0.6] * 20)  # beyond the t table: 2.023 for 39 degrees of freedom
     assert many.method == "95% t over 40 runs"
     assert many.high - many.mean == pytest.approx(2.023 * math.sqrt(0.01 * 40 / 39) / math.sqrt(40), rel=1e-3)

@@ -365,11 +365,14 @@ class Estimate:
     method: str
 
 
-def estimate(values: Sequence[float | None], interval: Sequence[float] | None = None) -> Estimate | None:
+def estimate(
+    values: Sequence[float | None], interval: Sequence[float] | None = None, *, proportion: bool = True
+) -> Estimate | None:
     """Mean over repeats with an interval. A single run keeps the interval it came with
     (``interval``: Wilson's over test problems, for pass@1 and FPR). Two runs give their range:
     a t-interval on one degree of freedom (+-12.7 sd) says nothing. Three or more give the 95%
-    t-interval of the mean over runs. None values (nothing measured) are left out."""
+    t-interval of the mean over runs, cut to [0, 1] for a ``proportion`` (no rate is below 0).
+    None values (nothing measured) are left out."""
     xs = [x for x in values if x is not None]
     if not xs:
         return None
@@ -381,7 +384,8 @@ def estimate(values: Sequence[float | None], interval: Sequence[float] | None = 
     if len(xs) == 2:
         return Estimate(mean, min(xs), max(xs), 2, "min-max of 2 runs")
     half = _t95(len(xs) - 1) * statistics.stdev(xs) / math.sqrt(len(xs))
-    return Estimate(mean, mean - half, mean + half, len(xs), f"95% t over {len(xs)} runs")
+    low, high = (max(0.0, mean - half), min(1.0, mean + half)) if proportion else (mean - half, mean + half)
+    return Estimate(mean, low, high, len(xs), f"95% t over {len(xs)} runs")
 
 
 def _natural(key: str) -> tuple[bool, int, str]:
@@ -600,7 +604,7 @@ def data_cells(runs: Sequence[RunRecord]) -> dict[DataKey, DataCell]:
             model=run.summary.get("models", {}).get(key.role, {}).get("name", key.role.upper()),
             samples=ms[0]["k"],
             coverage=estimate([m["coverage"] for m in ms]),
-            diversity=estimate([m["diversity"] for m in ms]),
+            diversity=estimate([m["diversity"] for m in ms], proportion=False),
             rule=next(iter(ms[0].get("diversity_by_rule", {})), "exact"),
             fpr=estimate([f["value"] for f in fprs], (fprs[0]["low"], fprs[0]["high"])),
             checked=sum(f["n"] for f in fprs),
@@ -643,7 +647,8 @@ def fmt_num(e: Estimate | None) -> str:
 
 def fmt_diff(c: Comparison) -> tuple[str, str]:
     """WC-SE in points, and relative to SE, as Figure 1 annotates them."""
-    return f"{100 * c.diff:+.1f} pts", "n/a (SE = 0)" if c.relative is None else f"{100 * c.relative:+.1f}%"
+    points = round(100 * c.diff, 1) + 0.0  # + 0.0: a difference that rounds to zero prints +0.0, not -0.0
+    return f"{points:+.1f} pts", "n/a (SE = 0)" if c.relative is None else f"{100 * c.relative:+.1f}%"
 
 
 def _setup_label(setup: str) -> str:
