@@ -232,18 +232,17 @@ def test_setups_share_one_data_measurement(sweep) -> None:
 @pytest.mark.slow
 def test_seeds_of_a_cell_are_averaged_with_an_interval_over_them(sweep, tmp_path) -> None:
     job = _jobs(sweep)[("w2s", "low")]
-    for seed, value in ((1, 0.2), (2, 0.3), (3, 0.7)):
+    for seed, value in ((1, 0.35), (2, 0.4), (3, 0.6)):
         _clone(job, tmp_path / f"{seed}-seed", (f"seed={seed}",), pass1=value)
     cell = finetune_cells(collect(tmp_path).used)[Cell("toy", "toy_arith", "w2s", "low", "", "wc")]
-    sd = math.sqrt(((0.2 - 0.4) ** 2 + (0.3 - 0.4) ** 2 + (0.7 - 0.4) ** 2) / 2)
+    mean = (0.35 + 0.4 + 0.6) / 3
+    half = 4.303 * statistics.stdev([0.35, 0.4, 0.6]) / math.sqrt(3)
     assert cell.pass1.n == 3 and cell.pass1.method == "95% t over 3 runs"
-    assert cell.pass1.mean == pytest.approx(0.4)
-    assert (cell.pass1.low, cell.pass1.high) == pytest.approx(
-        (0.4 - 4.303 * sd / math.sqrt(3), 0.4 + 4.303 * sd / math.sqrt(3))
-    )
+    assert cell.pass1.mean == pytest.approx(mean)
+    assert (cell.pass1.low, cell.pass1.high) == pytest.approx((max(0.0, mean - half), min(1.0, mean + half)))
     (tmp_path / "3-seed" / "summary.json").unlink()  # two seeds left: their range
     cell = finetune_cells(collect(tmp_path).used)[Cell("toy", "toy_arith", "w2s", "low", "", "wc")]
-    assert (cell.pass1.mean, cell.pass1.low, cell.pass1.high) == pytest.approx((0.25, 0.2, 0.3))
+    assert (cell.pass1.mean, cell.pass1.low, cell.pass1.high) == pytest.approx((0.375, 0.35, 0.4))
     assert cell.pass1.method == "min-max of 2 runs"
     md = build_report(tmp_path, tmp_path / "out").read_text()
     assert f"{fmt_pct(cell.pass1)} | min-max of 2 runs" in md

@@ -500,31 +500,28 @@ class Tables:
     models: dict[str, dict[str, str]]  # model pair -> role -> model name
     budgets: list[str]  # by number of SE samples per problem
 
-    @cached_property
-    def comparisons(self) -> list[Comparison]:
-        return self.compare("test")
-
-    @cached_property
-    def transfer_comparisons(self) -> list[Comparison]:
-        return self.compare("transfer")
-
     def compare(self, on: str) -> list[Comparison]:
-        """WC vs SE data per setup, on the test split or (``on="transfer"``) the transfer set."""
-        out = []
-        for key, wc in self.finetune.items():
-            se = self.finetune.get(key._replace(arm="se"))
-            if key.arm == "wc" and se is not None and wc.score(on) and se.score(on):
-                out.append(Comparison(*key[:5], wc.score(on), se.score(on)))
-        return sorted(
-            out,
-            key=lambda c: (
-                c.model_pair,
-                c.dataset,
-                self.budgets.index(c.budget),
-                c.variant,
-                _rank(c.setup, SETUPS),
-            ),
-        )
+        """WC vs SE data per setup, on the test split (``on="test"``) or the transfer set."""
+        return self._comparisons[on]
+
+    @cached_property
+    def _comparisons(self) -> dict[str, list[Comparison]]:
+        out: dict[str, list[Comparison]] = {"test": [], "transfer": []}
+        for on, found in out.items():
+            for key, wc in self.finetune.items():
+                se = self.finetune.get(key._replace(arm="se"))
+                if key.arm == "wc" and se is not None and wc.score(on) and se.score(on):
+                    found.append(Comparison(*key[:5], wc.score(on), se.score(on)))
+            found.sort(
+                key=lambda c: (
+                    c.model_pair,
+                    c.dataset,
+                    self.budgets.index(c.budget),
+                    c.variant,
+                    _rank(c.setup, SETUPS),
+                )
+            )
+        return out
 
     def transfer_set(self, pair: str, dataset: str) -> str:
         return next((c.transfer_set for k, c in self.finetune.items() if k[:2] == (pair, dataset) and c.transfer_set), "")
@@ -1248,7 +1245,7 @@ def print_grid(sweep: Sweep, t: Tables, console: Console) -> None:
         *(ARMS.get(a, a) for a in arms),
         "base",
         "WC-SE",
-        *(["WC-SE on transfer"] if t.transfer_comparisons else []),
+        *(["WC-SE on transfer"] if t.compare("transfer") else []),
     ):
         table.add_column(col, justify="right")
     rows = sorted(
@@ -1269,7 +1266,7 @@ def print_grid(sweep: Sweep, t: Tables, console: Console) -> None:
             fmt_pct(base),
             *(
                 " ".join(fmt_diff(comp)) if (comp := diffs[on].get(row)) else "-"
-                for on in ("test", "transfer")[: 2 if t.transfer_comparisons else 1]
+                for on in ("test", "transfer")[: 2 if t.compare("transfer") else 1]
             ),
         ]
         table.add_row(*map(escape, values))  # "[2.5-12.9]" is text, not rich markup
