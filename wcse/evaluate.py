@@ -73,8 +73,8 @@ def score(problems: Sequence[Problem], verdicts: Sequence[Verdict], maj_ks: Sequ
     """pass@1 overall, per level and per subject (rates with their counts), maj@k, and the FPR of
     the model's own correct answers.
 
-    The intervals are Wilson's over samples; with several samples per problem they are not
-    independent, so it is narrower than an interval over problems would be.
+    The intervals are Wilson's over samples; with several samples per problem those are not
+    independent, so the intervals are narrower than intervals over problems would be.
     """
     info = {p.id: p for p in problems}
     by_level: dict[str, list[bool]] = defaultdict(list)

@@ -346,13 +346,14 @@ class Pipeline:
     def stage_metrics(self) -> dict[str, Any]:
         train = self.problems["train"]
         groups = {"level": {p.id: p.level for p in train}, "subject": {p.id: p.subject for p in train}}
+        problem_of = {p.id: p for p in train}
         rules = list(self.cfg.verifier.diversity_rules)
         table_dir = self.run_dir / "metrics"
         out = {}
         for role in ("wc", "se"):
             samples, verdicts = self.samples(role), self.verdicts(role)
             if self.judges_steps:
-                verdicts = self.judge_steps(samples, verdicts, {p.id: p for p in train}, self.dataset_id)
+                verdicts = self.judge_steps(samples, verdicts, problem_of, self.dataset_id)
             k = self.n_samples(role)
             out[role] = data_metrics(samples, verdicts, k, groups=groups, rules=rules)
             table = table_dir / f"{role}.problems.jsonl"

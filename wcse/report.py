@@ -262,7 +262,7 @@ def _planned_jobs(root: Path) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
-def _read_run(path: Path, job: Path, name: str) -> RunRecord:
+def _read_run(path: Path, job: Path, name: str, overrides: list[str]) -> RunRecord:
     """Raises ValueError saying why a summary cannot be used."""
     try:
         summary = json.loads(path.read_text())
@@ -270,7 +270,6 @@ def _read_run(path: Path, job: Path, name: str) -> RunRecord:
         raise ValueError(f"malformed {path}: {err}") from err
     if not isinstance(summary, dict):
         raise ValueError(f"malformed {path}: a JSON {type(summary).__name__}, not an object")
-    overrides = _overrides(job)
     config = _read_yaml(job / ".hydra" / "config.yaml") or {}
     run = summary.get("run") or {}  # written by the report stage; the config names the same groups otherwise
     names = {key: run.get(key) or (config.get(key) or {}).get("name") for key in GRID_KEYS}
@@ -307,11 +306,14 @@ def collect(sweep_dir: Path | str) -> Sweep:
     runs: list[RunRecord] = []
     failed: list[FailedJob] = []
     finished: set[Path] = set()
+    started: set[frozenset[str]] = set()  # the override sets of the jobs that have a folder
     for path in sorted(root.rglob("summary.json")):
         job = _job_dir(path, root)
         finished.add(job)
         try:
-            run = _read_run(path, job, _job_name(job, root))
+            overrides = _overrides(job)
+            started.add(frozenset(overrides))
+            run = _read_run(path, job, _job_name(job, root), overrides)
         except ValueError as err:
             failed.append(FailedJob(_job_name(job, root), str(err), _log_tail(job)))
             continue
@@ -323,9 +325,8 @@ def collect(sweep_dir: Path | str) -> Sweep:
         runs.append(run)
     jobs = {p.parent for p in root.rglob(".hydra") if p.is_dir()}
     failed += [_unfinished(job, root) for job in sorted(jobs - finished)]
-    started = set()
-    for job in jobs:
-        with suppress(ValueError):  # a job with unreadable overrides is reported above or below already
+    for job in jobs - finished:
+        with suppress(ValueError):  # unreadable overrides: the job is listed as unfinished above
             started.add(frozenset(_overrides(job)))
     try:
         planned = _planned_jobs(root)
