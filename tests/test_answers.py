@@ -14,9 +14,10 @@ from wcse.verify.answers import (
     MODES,
     STATUSES,
     check,
-    extract_boxed,
     extract_gsm8k,
+    extract_math,
     last_boxed,
+    own_solution,
     top_level_parts,
 )
 
@@ -67,6 +68,14 @@ def test_math500_boxed_solution_matches_answer_field_in_both_modes() -> None:
 
 
 @needs_data
+def test_math_test_golds_verify_against_themselves_in_both_modes() -> None:
+    # All 5,000 MATH test rows, clock times with a.m./p.m. included ("\\text{4:30 p.m.}").
+    problems = load_split("math", "test", path=str(DATA / "math/test.jsonl"))
+    assert len(problems) == 5000
+    assert _gold_mismatches("math", problems) == {mode: [] for mode in MODES}
+
+
+@needs_data
 def test_math_train_golds_verify_against_themselves_in_both_modes() -> None:
     # All 7,500 rows (~7 s on two idle cores): math-verify must read every gold answer.
     problems = load_split("math", "train", path=str(DATA / "math/train.jsonl"))
@@ -109,6 +118,18 @@ def test_hard_cases(case: dict, mode: str) -> None:
         ("so \\boxed{\\frac{3}{4}} of them. Check: 3 * 4 = 12", "3/4"),
         ("The answer is \\boxed{18 \\text{ dollars}}, i.e. 2 times 9.", "18"),
         ("#### 7\nbut \\boxed{8}", "7"),
+        ("#### 72\n\nQuestion: and then?\nAnswer: #### 2", "72"),  # the first #### (a run-on follows)
+        ("She has 72.\n\nQuestion: and then?\nAnswer: #### 2", "72"),  # the run-on is cut
+        ("#### −5", "-5"),  # U+2212
+        ("#### 2^3", "8"),
+        ("#### 2 \\cdot 3 + 1 = 7 apples", "7"),
+        ("#### 10^10^10", "10^10^10"),  # out of bounds: kept as text, graded unparsable
+        ("Therefore, the answer (arabic numerals) is 1600*3.5 = $5600.", "5600"),
+        ("So, he spends 34 hours studying in 4 weeks.", "34"),
+        ("After 3 days, he has 12 apples left.", "12"),
+        ("She has 5 times as many, which is 20.", "20"),
+        ("Three trucks are needed.", "3"),
+        ("Each one of them is happy.", None),  # "one" as a pronoun
         ("no digits at all", None),
         ("#### nothing", None),  # a marker without a number is no answer, not the text before it
         ("\\boxed{x}", None),
@@ -131,13 +152,30 @@ def test_extract_gsm8k(text: str, expected: str | None) -> None:
         ("**Final Answer:** **73**", "73"),
         ("Thus the final answer is **$x+1$**.", "x+1"),
         ("I will find the final answer by adding 5.", None),  # "final answer" without "is" or ":"
+        ("Final Answer: The final answer is 143. I hope it is correct.", "143"),  # Minerva, no dollars
+        ("Final Answer: The final answer is $5$ and $7$. I hope it is correct.", "5 and 7"),
+        ("\\boxed{3}\nFinal Answer: The final answer is $4$. I hope it is correct. \\boxed{5}", "4"),
+        ("\\boxed{5}.\n\nProblem:\nWhat is 3+4?\n\nSolution:\n\\boxed{7}", "5"),  # a run-on exemplar
+        ("The volume is 216.\n\n# Answer\n\n216", "216"),  # PRM800K
+        ("Hence the degree of the polynomial is 15.", "15"),
+        ("Counting them, the total is **6**.", "6"),
+        ("So the area is $24$ square units.", "24"),
+        ("The difference is 5 more than the first.", None),  # a phrase, not a closing value
+        ("**Answer:** $x = 5$", "x = 5"),
         ("\\boxed{1} and then \\boxed{12", None),  # truncated: the earlier box is not the answer
         ("\\boxed{}", None),
         ("no answer here", None),
     ],
 )
-def test_extract_boxed(text: str, expected: str | None) -> None:
-    assert extract_boxed(text) == expected
+def test_extract_math(text: str, expected: str | None) -> None:
+    assert extract_math(text) == expected
+
+
+def test_own_solution_ends_at_a_run_on_exemplar() -> None:
+    assert own_solution("So 5.\n\nProblem:\nNext one\n\nSolution: 7", "math") == "So 5.\n"
+    assert own_solution("Problem: restated\nSo 5.", "math") == "Problem: restated\nSo 5."
+    assert own_solution("#### 72\nQuestion: next\nAnswer: #### 2", "gsm8k") == "#### 72"
+    assert own_solution("\nQ: first\nA: 5", "gsm8k") == "\nQ: first\nA: 5"  # nothing before it
 
 
 def test_last_boxed_tells_empty_from_absent() -> None:
@@ -171,6 +209,12 @@ def test_check_statuses() -> None:
     assert check("math", "I am not sure.", "5") == (False, None, "no_answer")
     assert check("gsm8k", "no idea", "5") == (False, None, "no_answer")
     assert check("math", "\\boxed{0.\\overline{3}}", "\\frac13") == (False, "0.\\overline{3}", "unparsable")
+    assert check("math", "The final answer is the product of the roots.", "6") == (
+        False,
+        "the product of the roots",
+        "unparsable",
+    )
+    assert check("gsm8k", "#### 10^10^10", "10") == (False, "10^10^10", "unparsable")
     assert check("gsm8k", "#### 5", "five") == (False, "5", "error")  # unreadable gold
     assert check("math", "no answer", "") == (False, None, "error")  # a bad gold wins over no answer
 

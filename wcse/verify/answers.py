@@ -5,12 +5,26 @@ took place at all, so a grader bug cannot hide as a wrong answer:
 
 * ``ok``: the extracted answer was compared with the gold answer.
 * ``no_answer``: nothing could be extracted (no number, no box, an empty or unclosed box).
-* ``unparsable``: an answer was extracted but math-verify cannot read it as mathematics.
+* ``unparsable``: an answer was extracted but cannot be read as mathematics: math-verify cannot
+  parse it, it is a phrase ("the product of the roots"), or a GSM8K expression too big to
+  evaluate (``10^10^10``).
 * ``error``: the gold answer itself is unusable (not a number, an empty box): no response to
   that problem can be judged, whatever it says.
 
-GSM8K answers are numbers, compared exactly as fractions (never as float text). MATH answers
-are LaTeX, compared with math-verify. Modes:
+Where a response's answer is (both kinds): a base model given a few-shot prompt and no stop
+strings answers, then goes on with the next exemplar ("Question: ...", "Problem: ..."), whose
+answers are not its own. So a response is read up to the first line that opens an exemplar
+(``own_solution``), and a marker that ends a solution wins over what follows it: GSM8K's first
+``####``; MATH's first "Final Answer: The final answer is ..." (Minerva's format, wcse's own
+MATH prompt) and PRM800K's "# Answer" heading. Then the last ``\\boxed{}``; then a stated answer
+("The final answer is X", "Answer: X"); then, for MATH, a closing "... is X." with X in math,
+bold or a number; for GSM8K, the number of the closing sentence (``_closing_number``).
+
+GSM8K answers are numbers, compared exactly as fractions (never as float text); a ``####`` or
+boxed answer written as arithmetic ("2^3", "20 + 30 = 50") is evaluated exactly within bounds,
+never read by its first number. MATH answers are LaTeX, compared with math-verify (plain numbers
+on both sides are compared exactly without it: the same verdicts, a fraction of the time).
+Unicode minus signs and dashes are minus signs in both (``−5`` is -5, not 5). Modes:
 
 * ``strict`` (filtering training data) also requires the prediction to list as many top-level
   parts as the gold answer (see ``top_level_parts``), so a partial, padded or re-bracketed
@@ -32,9 +46,12 @@ Decisions shared by both modes, each a guard against a math-verify behaviour:
   as alternatives, any one of which passes).
 * Only LaTeX extraction is used on the boxed text: the number-in-prose extractor
   (``ExprExtractionConfig``) reads an unparsable "5 \\mid 10" as 10 and "x \\mapsto 5" as 5, which
-  turns unreadable answers into "ok" verdicts. Unparsable text is never compared as strings.
+  turns unreadable answers into "ok" verdicts. Unparsable text is never compared as strings, and
+  a phrase is never compared at all (math-verify reads "the product of 3 and 5" as a product of
+  single-letter symbols).
 * Variables matter (``verify(strict=True)``): matching them by position would pass "2y+3"
   for "2x+3".
+* Clock times are compared as text, with their "a.m."/"p.m." ("4:30 p.m." is "4:30 \\text{ pm}").
 
 math-verify's own timeouts use ``signal.alarm``, which raises inside threads: they are turned off
 here (``parsing_timeout=None``, ``timeout_seconds=None``) and callers enforce time limits by
@@ -57,6 +74,15 @@ from math_verify import LatexExtractionConfig, parse, verify
 MODES = ("strict", "lenient")
 STATUSES = ("ok", "no_answer", "unparsable", "error")
 
+# U+2212 minus, hyphens, figure/en/em dashes, small and full-width hyphen-minus: all "-" (a model
+# that writes "−5" means -5; reading it as 5 grades a wrong sign right). No-break spaces are spaces.
+_PLAIN_TEXT = str.maketrans(
+    dict.fromkeys("\u2212\u2010\u2011\u2012\u2013\u2014\ufe63\uff0d", "-")
+    | dict.fromkeys("\u00a0\u2009\u202f", " ")
+)
+# A line that opens the next few-shot exemplar (wcse's and lm-eval's prompts; "Q:" chain-of-thought).
+_RUN_ON = {"gsm8k": re.compile(r"\n[ \t]*(?:Question|Q)\s*:"), "math": re.compile(r"\n[ \t]*Problem\s*:")}
+
 # A number as written in prose: optional sign before or after a "$", thousands commas, decimals,
 # an optional "/denominator". The lookbehind keeps "3-4" from reading as -4, "1.5" from yielding
 # a second number "5" and "2/3" from yielding "3".
@@ -64,11 +90,83 @@ _NUMBER = re.compile(
     r"(?<![\d.,/])(-?)(?:\\?\$\s*)?(-?)(\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:/(0*[1-9]\d*)(?![\d.]))?"
 )
 _LATEX_FRACTION = re.compile(r"\\[dt]?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(\d+)\s*\}")
+# Arithmetic in a GSM8K answer ("2^3", "5 \times 3 = 15"), after _ARITHMETIC_TEXT: tokens, and the
+# bounds that keep its evaluation cheap (10^10^10 is rejected, never computed).
+_ARITHMETIC_TEXT = (
+    (re.compile(r"\\(?:times|cdot|ast)(?![A-Za-z])|[×·∗]"), "*"),
+    (re.compile(r"\\div(?![A-Za-z])|÷"), "/"),
+    (re.compile(r"\\(?:left|right)(?![A-Za-z])|\\?\$"), ""),
+    (re.compile(r"(?<=\d)\s*x\s*(?=\d)"), "*"),  # "3 x 4"
+    (re.compile(r"(\d),(?=\d{3}(?!\d))"), r"\1"),
+)
+_TOKEN = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+|\*\*|[-+*/^()={}])")
+_MAX_TOKENS, _MAX_BITS = 64, 4096
+# Words after which a number in a closing sentence is circumstance, not the answer ("in 4 weeks").
+_PREPOSITIONS = frozenset(
+    "in after for from to by at within over per each every than with on until during before".split()
+)
+_COPULAS = frozenset("is are was were be been equals equal total totals makes make".split())
+_NUMBER_WORDS = {
+    word: value
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
+        " sixteen seventeen eighteen nineteen twenty".split()
+    )
+} | {word: 10 * (i + 3) for i, word in enumerate("thirty forty fifty sixty seventy eighty ninety".split())}
+_NUMBER_WORD = re.compile(
+    r"(?<![\w-])("
+    + "|".join(_NUMBER_WORDS)
+    + r")(?:-(one|two|three|four|five|six|seven|eight|nine))?(?![\w-])",
+    re.IGNORECASE,
+)
+# "one" is a pronoun as often as a number: not in "each one", "no one", "one of them".
+_PRONOUN_ONE = re.compile(
+    r"(?:\b(?:each|every|no|any|some|the|this|that|which|another)\s+one\b|\bone\s+(?:of|another)\b)",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_PREVIOUS_WORD = re.compile(r"([A-Za-z]+)\W*$")
+# "the answer is", "The answer (arabic numerals) is", "Answer:", GSM8K's "A: 18"
+_GSM8K_STATED = re.compile(
+    r"\banswer\b[^.\n]{0,30}?(?:\bis\b|:|=)|^[ \t*#]*A\s*:", re.IGNORECASE | re.MULTILINE
+)
+
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-# "The final answer is $x$" (Minerva's format) and "Final Answer: x"; not a bare "final answer".
-_FINAL_ANSWER = re.compile(r"final answer(?:\s*:|\s+is\s*:?)\s*", re.IGNORECASE)
-_INLINE_MATH = re.compile(r"\$+((?:\\.|[^$\\])*)\$")  # "$\$36$": an escaped dollar does not close it
+# Minerva's closing line: "Final Answer: The final answer is X. I hope it is correct." (either half).
+_MINERVA = re.compile(
+    r"final answer\s*:\s*the final answer is\b|the final answer is\b(?=[^\n]*I hope it is correct)",
+    re.IGNORECASE,
+)
+_HOPE = re.compile(r"\s*I hope it is correct.*", re.IGNORECASE | re.DOTALL)
+_ANSWER_HEADING = re.compile(r"^[ \t]*#+[ \t]*Answer[ \t]*:?[ \t]*$", re.IGNORECASE | re.MULTILINE)  # PRM800K
+# A stated answer: "The final answer is $x$", "Final Answer: x", "the answer is x", "**Answer:** x".
+_FINAL_ANSWER = re.compile(
+    r"final answer(?:\s*:|\s+is\s*:?)|\bthe answer is\s*:?|^[ \t#*]*answer[ \t*]*:",
+    re.IGNORECASE | re.MULTILINE,
+)
+_DOLLAR = re.compile(r"(?<!\\)\$|\\[()\[\]]")  # inline-math delimiters; "\$36" is a dollar sign
 _EMPHASIS = " \t\r*"  # markdown "**73**" around a stated answer (math-verify #76), and spaces
+# A closing statement without a box: "... the degree of the polynomial is 15.", "... is **6**.",
+# "... is $\frac{3}{4}$ square units." Only the last 300 characters are searched.
+_CLOSING = re.compile(
+    r"(?:\b(?:is|are|be|equals?)|=|:)\s*(\*\*[^*\n]{1,80}\*\*|\$\$?[^$]{1,200}\$\$?|\\\((?:(?!\\\)).){1,200}\\\)"
+    r"|\\\[(?:(?!\\\]).){1,200}\\\]|-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?)([A-Za-z .]{0,30}?)[.!]?\s*$",
+    re.DOTALL,
+)
+# Words after a closing value that make it part of a phrase ("is 5 more than x"), not a unit.
+_PHRASE_TAIL = re.compile(
+    r"\b(?:more|less|than|times|of|per|plus|minus|greater|smaller|fewer|larger)\b", re.I
+)
+# Prose in an answer: two or more lowercase words outside \text{} (math names and units aside).
+_TEXT_GROUP = re.compile(
+    r"\\(?:text(?:rm|bf|it|normal)?|mbox|mathrm|operatorname|(?:begin|end))\s*\{[^{}]*\}"
+)
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+_WORD = re.compile(r"(?<![A-Za-z])[a-z]{3,}(?![A-Za-z])")
+_MATH_WORDS = frozenset(
+    "and sin cos tan cot sec csc log exp max min gcd lcm mod det arcsin arccos arctan sinh cosh tanh lim"
+    " inf sup deg sqrt".split()
+)
 # "10,080" and "10,\!080" are one number, not the parts "10" and "080".
 _THOUSANDS = re.compile(r"(\d),(?:\\!\s*)?(?=\d{3}(?!\d))")
 # math-verify reads "a and b" / "a \text{ or } b" as a set, like "a, b"; count those words as commas.
@@ -94,6 +192,14 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\\([dt]?frac)\s*(\\[A-Za-z]+|[^\s{}\\])\s*(\\[A-Za-z]+|[^\s{}\\])"), r"\\\1{\2}{\3}"),
     # "1.5e3" is read as 1.5 * e * 3
     (re.compile(r"(?<![\w.\\])(\d+(?:\.\d+)?)[eE]([+-]?\d+)(?![\w.])"), r"\1\\times 10^{\2}"),
+    # "\text{4:30 p.m.}" and "4:30 \text{ p.m.}": a time and its a.m./p.m. out of \text (not a unit)
+    (re.compile(r"\\(?:text(?:rm|normal)?|mbox|mathrm)\s*\{\s*([^{}]*\d:[0-5]\d[^{}]*?)\s*\}"), r"\1"),
+    (
+        re.compile(
+            r"(\d:[0-5]\d)\s*(?:\\[,;! ]\s*)*\\(?:text(?:rm|normal)?|mbox|mathrm)\s*\{\s*([AaPp]\.?\s*[Mm]\.?)\s*\}"
+        ),
+        r"\1 \2",
+    ),
 )
 # A unit after a value: any trailing \text{words} (MATH's convention), or a common bare unit word.
 _UNIT_TEXT = re.compile(
@@ -106,9 +212,13 @@ _UNIT_WORD = re.compile(
 )
 _VALUE_END = tuple("0123456789}).]!")  # a unit must follow a value ("5!" is one) ...
 _TEXT_END = re.compile(r"\\(?:text(?:rm|normal)?|mbox)\s*\{[^{}]*\}\s*$")  # ... not "\text{ and }"
-# "9:24" and "05:00" are clock times, compared as text: math-verify reads them as ratios (5:00 is
-# 5/0, which equals nothing, and 10:30 equals 1:3). A ratio's second term rarely has two digits.
-_CLOCK = re.compile(r"(?<![\d.:])0?(1?\d|2[0-3]):([0-5]\d)(:[0-5]\d)?(?![\d.:])")
+# "9:24", "05:00" and "4:30 p.m." are clock times, compared as text: math-verify reads them as
+# ratios (5:00 is 5/0, which equals nothing, and 10:30 equals 1:3). A ratio's second term rarely
+# has two digits. The a.m./p.m. is kept, as "pm": math-verify cannot parse "\\text{1:03 pm}".
+_CLOCK = re.compile(
+    r"(?<![\d.:])0?(1?\d|2[0-3]):([0-5]\d)(:[0-5]\d)?(?:\s*([AaPp])\.?\s*[Mm](?![A-Za-z])\.?)?(?![\d.:])"
+)
+
 
 # Boxed LaTeX only (see the module docstring); math-verify's units rule is replaced by _strip_unit.
 _LATEX_ONLY = (
@@ -120,12 +230,40 @@ _LATEX_ONLY = (
 )
 
 
+# Plain numbers, compared without math-verify (see _plain_value): "-12.5", "-\frac{2}{3}", "\frac{-2}{3}", "3/4".
+_PLAIN_VALUE = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)")
+_PLAIN_FRACTION = re.compile(r"(-?)(?:\\[dt]?frac\{(-?)(\d+)\}\{(\d+)\}|(\d+)/(\d+))")
+
+
+def own_solution(text: str, kind: str) -> str:
+    """``text`` without unicode dashes, up to the first line that opens another few-shot exemplar
+    ("\\nProblem:" for MATH, "\\nQuestion:" / "\\nQ:" for GSM8K) after some text of its own.
+
+    What follows belongs to other problems: its answers must never count (a run-on's "#### 2"
+    could pass for a gold 2). A response that itself starts with "Problem:" keeps it.
+    """
+    text = text.translate(_PLAIN_TEXT)
+    for opening in _RUN_ON["gsm8k" if kind == "gsm8k" else "math"].finditer(text):
+        if text[: opening.start()].strip():
+            return text[: opening.start()]
+    return text
+
+
 def _format_decimal(value: Decimal) -> str:
     """Canonical text of a number: no exponent, no trailing zeros, no "-0" ("72.0" -> "72")."""
     value = value.normalize()
     if value == value.to_integral_value():
         return str(int(value))
     return format(value, "f")
+
+
+def _format_fraction(value: Fraction) -> str:
+    """A decimal where it has one ("5/2" -> "2.5"), else "p/q"."""
+    denominator = value.denominator
+    for prime in (2, 5):
+        while denominator % prime == 0:
+            denominator //= prime
+    return _format_decimal(Decimal(value.numerator) / value.denominator) if denominator == 1 else str(value)
 
 
 def _read_number(match: re.Match[str]) -> str:
@@ -138,36 +276,173 @@ def _read_number(match: re.Match[str]) -> str:
     return _format_decimal(value)
 
 
+class _Arithmetic:
+    """Exact evaluation of + - * / ^ and brackets over fractions, with bounded powers."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens, self.at = tokens, 0
+
+    def value(self) -> Fraction:
+        result = self._sum()
+        if self.at != len(self.tokens):
+            raise ValueError("trailing tokens")
+        return result
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.at] if self.at < len(self.tokens) else None
+
+    def _take(self) -> str:
+        if self.at >= len(self.tokens):
+            raise ValueError("unexpected end")
+        self.at += 1
+        return self.tokens[self.at - 1]
+
+    def _sum(self) -> Fraction:
+        result = self._product()
+        while self._peek() in ("+", "-"):
+            result = result + self._product() if self._take() == "+" else result - self._product()
+        return result
+
+    def _product(self) -> Fraction:
+        result = self._unary()
+        while self._peek() in ("*", "/"):
+            result = result * self._unary() if self._take() == "*" else result / self._unary()
+        return result
+
+    def _unary(self) -> Fraction:
+        if self._peek() in ("-", "+"):
+            return -self._unary() if self._take() == "-" else self._unary()
+        base = self._atom()
+        if self._peek() in ("^", "**"):
+            self._take()
+            exponent = self._unary()  # right-associative: 10^10^10 is 10^(10^10)
+            bits = max(base.numerator.bit_length(), base.denominator.bit_length(), 1)
+            if exponent.denominator != 1 or abs(exponent) * bits > _MAX_BITS:
+                raise ValueError("power out of bounds")
+            return base ** int(exponent)
+        return base
+
+    def _atom(self) -> Fraction:
+        token = self._take()
+        if token in ("(", "{"):
+            result = self._sum()
+            if self._take() not in (")", "}"):
+                raise ValueError("unbalanced")
+            return result
+        return Fraction(token)
+
+
+def _read_value(scope: str) -> str | None:
+    """The first number in ``scope``; where it starts arithmetic ("2^3", "20 + 30 = 50"), the value
+    after the last "=", evaluated exactly, or the arithmetic's text where it cannot be evaluated
+    within bounds (no number reads it: ``unparsable``). "1/2" and "\\frac{1}{2}" are one number."""
+    text = _LATEX_FRACTION.sub(r"\1/\2", scope)
+    for pattern, replacement in _ARITHMETIC_TEXT:
+        text = pattern.sub(replacement, text)
+    first = _NUMBER.search(text)
+    if first is None:
+        return None
+    at = first.start()
+    while at > 0 and text[at - 1] in "({ \t":
+        at -= 1
+    tokens: list[str] = []
+    while len(tokens) <= _MAX_TOKENS and (token := _TOKEN.match(text, at)):
+        if tokens and _is_operand(tokens[-1]) and _is_operand(token.group(1)):
+            break  # "#### 7\n8": two numbers in a row end the arithmetic
+        tokens.append(token.group(1))
+        at = token.end()
+    while tokens and not _is_operand(tokens[-1]) and tokens[-1] not in ")}=":
+        tokens.pop()  # "#### 72 -": a dangling operator is punctuation
+    if tokens and tokens[-1] == "=":  # "7500 + 1800 =" and no result: not the value it should have had
+        return "".join(tokens)
+    if "=" in tokens:
+        tokens = tokens[len(tokens) - tokens[::-1].index("=") :]
+    plain = _NUMBER.fullmatch("".join(t for t in tokens if t not in "(){}"))
+    if plain:  # one number, "-5" or "3/4"
+        return _read_number(plain)
+    try:
+        return _format_fraction(_Arithmetic(tokens).value())
+    except (ValueError, ZeroDivisionError):
+        return "".join(tokens)
+
+
+def _is_operand(token: str) -> bool:
+    return token[0].isdigit() or token[0] == "."
+
+
 def extract_gsm8k(text: str) -> str | None:
-    """The number after the last ``####``; else the first number in the last ``\\boxed{}``; else the
-    last number in ``text``.
+    """The answer of a GSM8K response (see ``own_solution``): after the first ``####``; else in the
+    last ``\\boxed{}``; else a stated answer ("the answer is 18", "A: 18"); else the number of the
+    closing sentence (``_closing_number``).
 
     The first number after ``####`` wins ("#### 72 clips. I checked 5 times." gives 72); a
     ``####`` with no number after it is a malformed answer, so there is no fallback then. A box
     is taken because chat models box GSM8K answers and then often write more numbers after it.
-    "1/2" and "\\frac{1}{2}" are one number, not "1" (which would pass for a gold answer of 1).
     """
-    marker = text.rfind("####")
+    text = own_solution(text, "gsm8k")
+    marker = text.find("####")
     if marker >= 0:
-        scope, pick = text[marker + 4 :], 0
-    elif (boxed := last_boxed(text)) is not None:
-        scope, pick = boxed, 0
-    else:
-        scope, pick = text, -1
-    matches = list(_NUMBER.finditer(_LATEX_FRACTION.sub(r"\1/\2", scope)))
-    return _read_number(matches[pick]) if matches else None
+        return _read_value(text[marker + 4 :])
+    if (boxed := last_boxed(text)) is not None:
+        return _read_value(boxed)
+    for stated in reversed(list(_GSM8K_STATED.finditer(text))):  # its calculation may run over lines
+        if (value := _read_value(text[stated.end() : stated.end() + 300])) is not None:
+            return value
+    return _closing_number(text)
+
+
+def _closing_number(text: str) -> str | None:
+    """The number that the last sentence with a number states ("He spends 34 hours studying in 4 weeks."
+    gives 34, "Three trucks are needed." 3): after its last "=", else the first after a copula
+    ("... which is 20"), else the first that no preposition governs ("in 4 weeks"), else the last."""
+    for sentence in reversed(_SENTENCE_END.split(text)):
+        sentence = _LATEX_FRACTION.sub(r"\1/\2", sentence)
+        if "=" in sentence and (after := _NUMBER.search(sentence.rpartition("=")[2])):
+            return _read_number(after)
+        numbers = list(_NUMBER.finditer(sentence))
+        if not numbers:
+            words = [w for w in _NUMBER_WORD.finditer(sentence) if not _pronoun(sentence, w)]
+            if words:
+                return str(
+                    _NUMBER_WORDS[words[0].group(1).lower()]
+                    + (_NUMBER_WORDS[words[0].group(2).lower()] if words[0].group(2) else 0)
+                )
+            continue
+        governed: list[tuple[re.Match[str], str]] = []
+        for m in numbers:  # the end of a range ("from 3-4") is governed like its start
+            ranged = governed and not sentence[governed[-1][0].end() : m.start()].strip(" -")
+            governed.append((m, governed[-1][1] if ranged else _previous_word(sentence, m.start())))
+        free = [m for m, word in governed if word not in _PREPOSITIONS]
+        stated = [m for m, word in governed if word in _COPULAS]
+        return _read_number((stated or free or numbers[-1:])[0])
+    return None
+
+
+def _previous_word(text: str, end: int) -> str:
+    word = _PREVIOUS_WORD.search(text, max(0, end - 40), end)
+    return word.group(1).lower() if word else ""
+
+
+def _pronoun(sentence: str, word: re.Match[str]) -> bool:
+    return word.group(1).lower() == "one" and any(
+        m.start() <= word.start() < m.end() for m in _PRONOUN_ONE.finditer(sentence)
+    )
 
 
 def _gsm8k_gold(gold: str) -> Fraction:
     try:
-        return Fraction(gold.strip().lstrip("$").replace(",", ""))
+        return Fraction(gold.translate(_PLAIN_TEXT).strip().lstrip("$").replace(",", ""))
     except (ValueError, ZeroDivisionError):
         raise ValueError(f"gold answer {gold!r} is not a number") from None
 
 
-def _gsm8k_equal(extracted: str, gold: Fraction, strict: bool) -> bool:
-    """Exact rational equality (never float text): "1,000.50" equals "1000.5", "0.5" equals "1/2"."""
-    return Fraction(extracted) == gold
+def _gsm8k_equal(extracted: str, gold: Fraction, strict: bool) -> bool | None:
+    """Exact rational equality (never float text): "1,000.50" equals "1000.5", "0.5" equals "1/2".
+    None for arithmetic that could not be evaluated."""
+    try:
+        return Fraction(extracted) == gold
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 def last_boxed(text: str) -> str | None:
@@ -193,21 +468,42 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def extract_boxed(text: str) -> str | None:
-    """The last boxed answer (None when it is empty); without any box, "The final answer is X".
+def extract_math(text: str) -> str | None:
+    """The answer of a MATH response (see ``own_solution``): the first Minerva "Final Answer: The final
+    answer is X" line; else the first PRM800K "# Answer" heading's line; else the last box (None
+    when it is empty or unclosed); else the last "The final answer is X" / "the answer is X" /
+    "Answer: X"; else a closing "... is X." with X in math, bold or a number.
 
-    Markdown bold around a stated answer ("**Final Answer:** **73**") is dropped: math-verify
-    cannot parse it (issue #76).
+    Inline-math dollars and markdown bold around a stated answer are dropped ("**Final Answer:**
+    **73**"): math-verify cannot parse bold (issue #76).
     """
+    text = own_solution(text, "math")
+    if minerva := _MINERVA.search(text):
+        return _stated(text[minerva.end() :])
+    if heading := _ANSWER_HEADING.search(text):
+        return _stated(text[heading.end() :])
     if _BOX.search(text):
         return last_boxed(text) or None
     stated = list(_FINAL_ANSWER.finditer(text))
-    if not stated:
+    if stated:
+        return _stated(text[stated[-1].end() :])
+    closing = _CLOSING.search(text, max(0, len(text.rstrip()) - 300))
+    if closing is None or _PHRASE_TAIL.search(closing.group(2)):
         return None
-    rest = text[stated[-1].end() :].split("\n", 1)[0].strip(_EMPHASIS)
-    math = _INLINE_MATH.match(rest)
-    answer = math.group(1) if math else rest.rstrip(".").strip(_EMPHASIS)
-    return answer.strip() or None
+    return _stated(closing.group(1))
+
+
+def _stated(rest: str) -> str | None:
+    """The answer at the start of ``rest`` (its first non-blank line), without Minerva's "I hope it is
+    correct.", a sentence's full stop, bold or inline-math delimiters; a box in it is the answer."""
+    line = rest.lstrip(" \t\r\n*").split("\n", 1)[0]
+    line = _HOPE.sub("", line)
+    if _BOX.search(line):
+        return last_boxed(line) or None
+    answer = _DOLLAR.sub("", line.strip(_EMPHASIS)).strip(_EMPHASIS)
+    while answer.endswith(".") and not answer.endswith("\\."):
+        answer = answer[:-1].rstrip(_EMPHASIS)
+    return answer or None
 
 
 def _split_top_level(text: str) -> tuple[list[str], bool]:
@@ -273,10 +569,22 @@ def _strip_unit(answer: str) -> str:
 
 def _normalize(answer: str) -> str:
     """``answer`` with what math-verify misreads rewritten; each rewrite names what it guards against."""
-    answer = answer.strip()
+    answer = answer.translate(_PLAIN_TEXT).strip()
     for pattern, replacement in _REWRITES:
         answer = pattern.sub(replacement, answer)
-    return _CLOCK.sub(r"\\text{\1:\2\3}", _strip_unit(_split_text_lists(answer)))
+    return _CLOCK.sub(_clock_text, _strip_unit(_split_text_lists(answer)))
+
+
+def _clock_text(match: re.Match[str]) -> str:
+    hours, minutes, seconds, meridiem = match.groups()
+    return f"\\text{{{hours}:{minutes}{seconds or ''}{meridiem.lower() + 'm' if meridiem else ''}}}"
+
+
+def _is_prose(answer: str) -> bool:
+    """Whether an extracted answer is a phrase ("the product of the roots"), not mathematics: two or
+    more lowercase words outside ``\\text{}`` and LaTeX commands, once a trailing unit is dropped."""
+    bare = _LATEX_COMMAND.sub(" ", _TEXT_GROUP.sub(" ", _strip_unit(answer)))
+    return sum(word not in _MATH_WORDS for word in _WORD.findall(bare)) >= 2
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -292,21 +600,53 @@ def _parse_math(answer: str) -> tuple[Any, ...]:
     )
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _plain_value(answer: str) -> tuple[Fraction, bool] | None:
+    """The value of an answer that is a plain number once normalised ("25\\%", "10,\\!080", "5 cm",
+    "-\\frac{2}{3}", "3/4"), and whether it is exact (no decimal point), else None. Two plain numbers
+    are compared without math-verify's parser, as math-verify compares them: exact numbers exactly,
+    a decimal within a tolerance (so only an exact match of a decimal is decided here)."""
+    text = _THOUSANDS.sub(r"\1", _normalize(answer)).replace("{,}", "").replace(" ", "")
+    if _PLAIN_VALUE.fullmatch(text):
+        return Fraction(text), "." not in text
+    fraction = _PLAIN_FRACTION.fullmatch(text)
+    if fraction is None:
+        return None
+    sign, inner, numerator, denominator, slash_numerator, slash_denominator = fraction.groups()
+    denominator = int(denominator or slash_denominator)
+    if denominator == 0:
+        return None
+    return Fraction((-1) ** len(sign + (inner or "")) * int(numerator or slash_numerator), denominator), True
+
+
 @dataclass(frozen=True)
 class _MathGold:
     text: str
-    parsed: tuple[Any, ...]
+    value: tuple[Fraction, bool] | None  # a plain number (see _plain_value)
+
+    @property
+    def parsed(self) -> tuple[Any, ...]:
+        return _parse_math(self.text)
 
 
 def _math_gold(gold: str) -> _MathGold:
-    parsed = _parse_math(gold)
-    if not parsed:
+    value = _plain_value(gold)
+    if value is None and not _parse_math(gold):
         raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
-    return _MathGold(gold, parsed)
+    return _MathGold(gold, value)
 
 
 def _math_equal(extracted: str, gold: _MathGold, strict: bool) -> bool | None:
-    """math-verify equivalence (None: the prediction is unreadable); strict also matches part counts."""
+    """math-verify equivalence (None: the prediction is unreadable or a phrase); strict also matches
+    part counts. Two plain numbers are equal exactly; unequal integers are different."""
+    value = _plain_value(extracted)
+    if value is not None and gold.value is not None:
+        if value[0] == gold.value[0]:
+            return True
+        if value[1] and gold.value[1]:
+            return False
+    if _is_prose(extracted):
+        return None
     predicted = _parse_math(extracted)
     if not predicted:
         return None
@@ -327,8 +667,8 @@ class _Kind:
 
 _KINDS = {
     "gsm8k": _Kind(extract_gsm8k, _gsm8k_gold, _gsm8k_equal),
-    "math": _Kind(extract_boxed, _math_gold, _math_equal),
-    "functional_math": _Kind(extract_boxed, _math_gold, _math_equal),
+    "math": _Kind(extract_math, _math_gold, _math_equal),
+    "functional_math": _Kind(extract_math, _math_gold, _math_equal),
 }
 
 
