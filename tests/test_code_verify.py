@@ -1,4 +1,5 @@
-"""Code verification: extraction from realistic responses, test programs, and gold-vs-gold runs."""
+"""Code verification: extraction from realistic responses (and runaway ones, in linear time), test
+programs, the CLI on code datasets, and gold-vs-gold runs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import pytest
 from tests.conftest import SHARED_DATA
 from wcse.data.sources import load_split
 from wcse.records import Problem
-from wcse.verify.code import FORMATS, MAX_RECORDED_CHARS, check, extract_code, program_for
+from wcse.verify.code import (
+    FORMATS,
+    MAX_RECORDED_CHARS,
+    MAX_UNFENCED_CHARS,
+    check,
+    extract_code,
+    programs_for,
+)
 from wcse.verify.sandbox import Limits
 
 MBPP_FILE = SHARED_DATA / "mbpp" / "mbpp.jsonl"
@@ -84,6 +92,33 @@ def test_extract_code(response: str, expected: str | None) -> None:
     assert extract_code(response) == expected
 
 
+MB = 1 << 20
+DEF = "def f(x):\n    return x + 1\n"
+# Runaway responses of a megabyte: (response, the extracted code). Before the parse cuts jumped
+# to the failing line, the first two took minutes (a parse per line).
+RUNAWAYS = {
+    "prose": ("I will explain it step by step.\n" * (MB // 32), None),
+    "code-then-prose": (DEF + "Then we keep thinking about it!\n" * (MB // 32), DEF.strip()),
+    "code": (
+        DEF * (MB // len(DEF)),
+        (DEF * (MAX_UNFENCED_CHARS // len(DEF))).strip(),
+    ),  # the whole defs that fit
+    "unclosed-bracket": ("x = (1 +\n" + "2 +\n" * (MB // 4), None),
+    "backslash-continuations": ("x = 1 + \\\n" + "2 + \\\n" * (MB // 6), None),
+    "open-fence": ("Here:\n```python\n" + DEF * (MB // len(DEF)), (DEF * (MB // len(DEF))).strip()),
+    "fences": ("```python\nx = 1\n" * (MB // 16), "x = 1"),
+    "begin-no-done": ("[BEGIN]\n" + DEF * (MB // len(DEF)), (DEF * (MB // len(DEF))).strip()),
+}
+
+
+@pytest.mark.parametrize("shape", list(RUNAWAYS))
+def test_a_megabyte_response_extracts_in_well_under_a_second(shape: str) -> None:
+    response, expected = RUNAWAYS[shape]
+    started = time.process_time()  # CPU time: the machine may be shared
+    assert extract_code(response) == expected
+    assert time.process_time() - started < 0.5
+
+
 def _mbpp(code: str = "", tests: tuple[str, ...] = ("assert add(1, 2) == 3",), setup: str = "") -> Problem:
     return Problem(
         id="mbpp-t", question="", answer="", solution=code, meta={"tests": list(tests), "setup": setup}
@@ -120,9 +155,10 @@ def test_mbpp_program_runs_the_setup_after_the_code_and_then_every_test() -> Non
         "class Node:\n    def __init__(self, child=None):\n        self.child = child\n"
         "def depth(n):\n    return 0 if n is None else 1 + depth(n.child)"
     )
-    program = program_for("mbpp", problem, code)
-    assert program.index("class Node") < program.index("root = Node") < program.index("assert depth(root)")
-    assert check("mbpp", code, problem, QUICK) == (True, code, "ok")
+    programs = programs_for("mbpp", problem, code)
+    assert programs.candidate.index("class Node") < programs.candidate.index("root = Node")
+    assert "assert" not in programs.candidate and programs.judge.startswith("assert depth(root) == 2\n")
+    assert check("mbpp", code, problem, QUICK) == (True, code, "ok")  # root crosses as a handle
 
 
 @pytest.mark.parametrize(
@@ -134,8 +170,10 @@ def test_mbpp_program_runs_the_setup_after_the_code_and_then_every_test() -> Non
     ids=["completion", "whole-function-using-the-prompt's-import-and-helper"],
 )
 def test_humaneval_accepts_a_completion_and_a_whole_function(response: str) -> None:
-    program = program_for("humaneval", HUMANEVAL, extract_code(response) or "")
-    assert program.startswith(HUMANEVAL_PROMPT.rstrip()) and program.endswith("check(evens)\n")
+    programs = programs_for("humaneval", HUMANEVAL, extract_code(response) or "")
+    assert programs.candidate.startswith(HUMANEVAL_PROMPT.rstrip()) and "check" not in programs.candidate
+    assert programs.judge.startswith(HUMANEVAL_PROMPT.rstrip())
+    assert programs.judge.endswith("evens = __candidate__('evens')\ncheck(evens)\n")
     assert check("humaneval", response, HUMANEVAL, QUICK)[::2] == (True, "ok")
 
 

@@ -2,12 +2,15 @@
 
 Each escape attempt is checked twice where it can be: by its status (the audit hook caught it)
 and by its effect (the listener got no connection, the file outside does not exist). The kernel
-layers are also tested on their own, without the hook, and the fallback without namespaces.
+layers are also tested on their own, without the hook, and the fallback without namespaces and
+Landlock.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import platform
 import resource
 import shutil
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from wcse.verify import isolation
 from wcse.verify.sandbox import STATUSES, Execution, Limits, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +35,17 @@ X86_64_LINUX = sys.platform == "linux" and platform.machine() == "x86_64"
 # Whether this machine lets the sandbox make its namespaces (root, or unprivileged user namespaces).
 NAMESPACES = (
     shutil.which("unshare") is not None and subprocess.run(["unshare", "-rnm", "true"]).returncode == 0
+)
+# Whether the kernel has Landlock: its ABI version, or a negative error.
+LANDLOCK = (
+    sys.platform == "linux"
+    and ctypes.CDLL(None).syscall(
+        isolation.SYS_LANDLOCK_CREATE_RULESET,
+        None,
+        ctypes.c_size_t(0),
+        isolation.LANDLOCK_CREATE_RULESET_VERSION,
+    )
+    >= 1
 )
 
 
@@ -46,8 +61,9 @@ def test_a_good_program_passes_with_its_output_and_every_available_layer() -> No
         "hello\n",
         "warn\n",
     )
-    expected = {"rlimits", "no_capabilities", "audit_hook"}
+    expected = {"rlimits", "no_capabilities", "no_dump", "audit_hook"}
     expected |= {"network_namespace", "readonly_mounts"} if NAMESPACES else set()
+    expected |= {"landlock"} if LANDLOCK else set()
     expected |= {"seccomp"} if X86_64_LINUX else set()
     assert expected <= set(result.layers)
     assert result.status in STATUSES and result.blocked == ()
@@ -123,7 +139,7 @@ WRITES = {
     "pathlib": "import pathlib; pathlib.Path(TARGET).write_text('x')",
     "relative": "import os; open(os.path.relpath(TARGET), 'w').write('x')",
     "chdir": "import os; os.chdir(os.path.dirname(TARGET)); open(os.path.basename(TARGET), 'w').write('x')",
-    "copyfile": "import shutil; shutil.copyfile(__file__, TARGET)",
+    "copyfile": "import shutil; open('mine.txt', 'w').write('x'); shutil.copyfile('mine.txt', TARGET)",
     "symlink": "import os; os.symlink(TARGET, 'link'); open('link', 'w').write('x')",
     "sqlite3": "import sqlite3; sqlite3.connect(TARGET).execute('create table t (x)')",
 }
@@ -181,6 +197,56 @@ def test_can_use_its_own_directory() -> None:
         """
     )
     assert (result.status, result.stdout) == ("passed", "one two three\n4 ['a.txt']\n")
+
+
+@pytest.mark.skipif(not LANDLOCK, reason="no Landlock on this kernel")
+def test_cannot_read_outside_python_and_its_directory(tmp_path: Path) -> None:
+    secret = tmp_path / ".netrc"
+    secret.write_text("machine example.com password hunter2")
+    targets = [
+        str(secret),
+        str(ROOT / "README.md"),
+        "/etc/hostname",
+        f"/proc/{os.getpid()}/environ",
+        f"/proc/{os.getpid()}/mem",
+        "/proc/1/cmdline",
+        "/sys/kernel/mm/transparent_hugepage/enabled",
+        pytest.__file__,  # site-packages: -S leaves it off the path, and Landlock out of reach
+    ]
+    result = run(
+        f"""
+        import os
+        for path in {[t for t in targets if os.path.exists(t)]!r}:
+            try:
+                with open(path, "rb") as fh:
+                    print("read", path, fh.read(64))
+            except PermissionError:
+                print("denied", path)
+        print(sorted(os.listdir(".")), len(open(os.__file__).read()) > 0, open("/proc/self/status").read(5))
+        """
+    )
+    assert result.status == "passed", result.stderr
+    *lines, last = result.stdout.splitlines()
+    assert lines and all(line.startswith("denied ") for line in lines), lines
+    assert last == "[] True Name:"  # its own directory, the standard library and its own /proc entry
+
+
+def test_the_standard_library_works() -> None:
+    result = run(
+        """
+        import bz2, collections, datetime, decimal, fractions, hashlib, heapq, itertools, json, lzma
+        import math, random, re, sqlite3, statistics, string, time, unicodedata, zlib
+        db = sqlite3.connect(":memory:")
+        db.execute("create table t (x)")
+        print(hashlib.sha256(b"x").hexdigest()[:8], decimal.Decimal("1.1") + 1, fractions.Fraction(1, 3),
+              len(bz2.compress(b"x")) > 0, len(lzma.compress(b"x")) > 0, zlib.crc32(b"x"),
+              unicodedata.name("a"), time.strftime("%Z"), db.execute("select 1").fetchone())
+        """
+    )
+    assert (result.status, result.stdout) == (
+        "passed",
+        "2d711642 2.1 1/3 True True 2363233923 LATIN SMALL LETTER A UTC (1,)\n",
+    ), result.stderr
 
 
 # ------------------------------------------------------------------------------ resources
@@ -335,9 +401,10 @@ def test_works_from_worker_processes() -> None:
 # installs no audit hook, then tries what the hook would have stopped.
 KERNEL_PROBE = """
 import ctypes, errno, json, os, resource, socket, sys, threading
-from wcse.verify import sandbox
+from wcse.verify import isolation
 
-layers = sandbox._harden(sys.argv[1], 5.0, 1024, 64, 64)
+parent = os.getppid()
+layers = isolation.harden(sys.argv[1], 5.0, 1024, 64, 64)
 outcomes = {}
 
 def attempt(name, action):
@@ -353,7 +420,7 @@ def fork():
 
 def unshare():
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(sandbox.CLONE_NEWNET) != 0:
+    if libc.unshare(isolation.CLONE_NEWNET) != 0:
         raise OSError(ctypes.get_errno(), "unshare")
 
 def thread():
@@ -371,25 +438,49 @@ attempt("unshare", unshare)
 attempt("write_home", lambda: open("inside.txt", "w").close())
 attempt("dev_null", lambda: open(os.devnull, "w").close())
 attempt("thread", thread)
+attempt("read_outside", lambda: open(sys.argv[3]).close())
+attempt("read_parent_memory", lambda: open(f"/proc/{parent}/mem", "rb").close())
+attempt("read_own_proc", lambda: open("/proc/self/status").close())
+attempt("connect_loopback", lambda: socket.create_connection(("127.0.0.1", int(sys.argv[4])), timeout=1))
 print(json.dumps({"layers": layers, "outcomes": outcomes}))
 """
 
 
 def test_the_kernel_layers_hold_without_the_audit_hook(tmp_path: Path) -> None:
-    home, outside = tmp_path / "home", tmp_path / "outside.txt"
+    home, outside, secret = tmp_path / "home", tmp_path / "outside.txt", tmp_path / "secret.txt"
     home.mkdir()
-    probe = subprocess.run(
-        [sys.executable, "-c", KERNEL_PROBE, str(home), str(outside)],
-        capture_output=True,
-        text=True,
-        cwd=home,
-    )
+    secret.write_text("secret")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                KERNEL_PROBE,
+                str(home),
+                str(outside),
+                str(secret),
+                str(listener.getsockname()[1]),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=home,
+        )
     assert probe.returncode == 0, probe.stderr
     report = json.loads(probe.stdout)
     layers, outcomes = set(report["layers"]), report["outcomes"]
-    assert {"rlimits", "no_capabilities"} <= layers
+    assert {"rlimits", "no_capabilities", "no_dump"} <= layers
     assert outcomes["raise_memory_limit"] == "ValueError"  # no CAP_SYS_RESOURCE, even as root
-    assert outcomes["write_home"] == outcomes["dev_null"] == outcomes["thread"] == "allowed"
+    assert (
+        outcomes["write_home"]
+        == outcomes["dev_null"]
+        == outcomes["thread"]
+        == outcomes["read_own_proc"]
+        == "allowed"
+    )
+    assert outcomes["connect_loopback"] != "allowed"
+    if LANDLOCK:
+        assert "landlock" in layers
+        assert outcomes["read_outside"] == outcomes["read_parent_memory"] == "EACCES"
     if X86_64_LINUX:
         assert "seccomp" in layers
         assert (
@@ -401,26 +492,22 @@ def test_the_kernel_layers_hold_without_the_audit_hook(tmp_path: Path) -> None:
         )
     if NAMESPACES:
         assert {"network_namespace", "readonly_mounts"} <= layers
-        assert outcomes["write_outside"] == "EROFS"
+        assert outcomes["write_outside"] in ("EROFS", "EACCES")  # read-only mount, or Landlock first
         if Path("/dev/kmsg").exists():
             assert outcomes["device"] == "EACCES"  # nodev: a root child could otherwise open any device
     assert not outside.exists()
 
 
-# Runs run_python in a process whose seccomp filter refuses unshare, as on a machine without
-# (unprivileged) namespaces: the sandbox must run, and still block, with the remaining layers.
+# Runs run_python in a process whose seccomp filter refuses unshare (EPERM) and Landlock (ENOSYS),
+# as on a machine without (unprivileged) namespaces or Landlock: the sandbox must run, and still
+# block, with the remaining layers.
 FALLBACK_PROBE = """
-import ctypes, json, sys
-from wcse.verify import sandbox
+import ctypes, errno, json, sys
+from wcse.verify import isolation as i, sandbox
 
-libc = ctypes.CDLL(None, use_errno=True)
-program = b"".join([sandbox._bpf(sandbox.BPF_LD, 0), sandbox._bpf(sandbox.BPF_JEQ, 272, 0, 1),
-                    sandbox._bpf(sandbox.BPF_RET, sandbox.SECCOMP_RET_ERRNO | 1),
-                    sandbox._bpf(sandbox.BPF_RET, sandbox.SECCOMP_RET_ALLOW)])
-buffer = ctypes.create_string_buffer(program, len(program))
-fprog = sandbox._SockFprog(len(program) // 8, ctypes.addressof(buffer))
-assert sandbox._prctl(libc, sandbox.PR_SET_NO_NEW_PRIVS, 1) == 0
-assert sandbox._prctl(libc, sandbox.PR_SET_SECCOMP, sandbox.SECCOMP_MODE_FILTER, ctypes.addressof(fprog)) == 0
+refuse = [i.bpf(i.BPF_LD, 0), i.bpf(i.BPF_JEQ, 272, 0, 1), i.bpf(i.BPF_RET, i.SECCOMP_RET_ERRNO | errno.EPERM)]
+refuse += [i.bpf(i.BPF_JEQ, i.SYS_LANDLOCK_CREATE_RULESET, 0, 1), i.bpf(i.BPF_RET, i.SECCOMP_RET_ERRNO | errno.ENOSYS)]
+i.install_filter(ctypes.CDLL(None, use_errno=True), b"".join([*refuse, i.bpf(i.BPF_RET, i.SECCOMP_RET_ALLOW)]))
 results = [sandbox.run_python(p, sandbox.Limits(timeout_s=2)) for p in sys.argv[2:]]
 print(json.dumps([[r.status, r.layers] for r in results]))
 """
@@ -442,6 +529,6 @@ def test_without_namespaces_the_other_layers_still_hold(tmp_path: Path) -> None:
     results = json.loads(probe.stdout)
     assert [status for status, _ in results] == ["passed", "blocked", "blocked", "timeout"]
     layers = set(results[0][1])
-    assert {"rlimits", "no_capabilities", "seccomp", "audit_hook"} <= layers
-    assert not layers & {"network_namespace", "readonly_mounts"}
+    assert {"rlimits", "no_capabilities", "no_dump", "seccomp", "audit_hook"} <= layers
+    assert not layers & {"network_namespace", "readonly_mounts", "landlock"}
     assert not target.exists()

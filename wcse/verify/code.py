@@ -1,22 +1,31 @@
 """Code answers (MBPP, HumanEval): extract the program from a response, run it against the tests.
 
-A response is correct when its code passes every test of its problem, run by
-:func:`wcse.verify.sandbox.run_python` (generated code is untrusted). The verdict mirrors
+A response is correct when its code passes every test of its problem. The code and the tests
+run in two sandboxed processes (:func:`wcse.verify.sandbox.run_judged`, :mod:`wcse.verify.remote`),
+so the code can neither see the tests nor fake their verdict. The verdict mirrors
 :func:`wcse.verify.answers.check`: ``(correct, extracted code, status)``.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import re
+import sys
+from dataclasses import dataclass
 
 from wcse.records import Problem
-from wcse.verify.sandbox import DEFAULT_LIMITS, Limits, run_python
+from wcse.verify.remote import CANDIDATE
+from wcse.verify.sandbox import DEFAULT_LIMITS, Limits, run_judged
 
 FORMATS = ("mbpp", "humaneval")
 # Sandbox statuses that are a verdict on the code rather than on its conduct.
 VERDICT_STATUSES = ("passed", "failed")
 MAX_RECORDED_CHARS = 8192  # the extracted code kept in a Verdict (the whole of it is what runs)
+# Unfenced code is looked for in this much of a response (16 times the longest MBPP / HumanEval
+# reference solution): parsing costs ~2 s a megabyte, and a runaway response can be that long.
+MAX_UNFENCED_CHARS = 1 << 15
+MAX_PARSES = 4  # per place where unfenced code may start
 
 # An opening fence (``` or ```python / py / python3, any case) and its block, to the closing
 # fence (on its own line or ending the last line of code) or, in a response cut off by the token
@@ -46,7 +55,8 @@ def extract_code(response: str) -> str | None:
     3. Unfenced text (a completion continuing a HumanEval prompt, or bare code): the longest run
        of lines from the start, or else from the first line that opens a definition or an
        import, that parses as Python, alone or as the rest of a function body, and does more
-       than state expressions (so a lone word such as "Sure" is not code). Trailing prose is cut off.
+       than state expressions (so a lone word such as "Sure" is not code). Trailing prose is cut
+       off; so is all past the first MAX_UNFENCED_CHARS (a runaway response is not parsed whole).
 
     Leading blank lines and trailing whitespace are removed; indentation is kept, since a
     HumanEval completion is indented as the body of the prompt's function.
@@ -72,56 +82,112 @@ def _between_markers(response: str) -> str | None:
     return response.split("[DONE]", 1)[0].rsplit("[BEGIN]", 1)[-1]
 
 
-def _is_code(text: str) -> bool:
-    """Whether ``text`` parses as a module, or as the body of a function, that does something."""
-    for source, in_function in ((text, False), ("def _():\n" + text, True)):
+def _parse(text: str) -> tuple[bool, int | None]:
+    """Whether ``text`` parses, as a module or as the body of a function, into something that
+    does more than state expressions; and, where it does not parse, the last line (1-based)
+    that a parse reached, else None: no text that keeps that line parses either."""
+    reached = 1
+    for prefix in ("", "def _():\n"):
         try:
-            tree = ast.parse(source)
-        except (SyntaxError, ValueError):  # ValueError: a null byte
+            tree = ast.parse(prefix + text)
+        except SyntaxError as err:
+            reached = max(reached, (err.lineno or 1) - prefix.count("\n"))
             continue
-        body = [*tree.body[0].body, *tree.body[1:]] if in_function else tree.body
-        return any(not isinstance(node, ast.Expr) for node in body)
-    return False
+        except (RecursionError, MemoryError):  # nesting too deep to build: no line to go by
+            reached = max(reached, text.count("\n") + 1)
+            continue
+        body = [*tree.body[0].body, *tree.body[1:]] if prefix else tree.body
+        return any(not isinstance(node, ast.Expr) for node in body), None
+    return False, reached
 
 
 def _leading_code(text: str) -> str | None:
-    """Rule 3 of :func:`extract_code`. Cuts are tried only before unindented lines (where a new
-    statement, or prose, starts), longest first: a few parses per response."""
+    """Rule 3 of :func:`extract_code`, in the first MAX_UNFENCED_CHARS. Cuts are tried only before
+    unindented lines (where a new statement, or prose, starts), longest first; after a failed
+    parse, the next cut is before the line where the parse failed (no longer cut can parse), so
+    a response takes a few parses, at most MAX_PARSES per start, of at most MAX_UNFENCED_CHARS."""
+    if len(text) > MAX_UNFENCED_CHARS:
+        text = text[:MAX_UNFENCED_CHARS].rpartition("\n")[0]  # whole lines only
+    text = text.split("\0", 1)[0]  # a null byte is never code
     lines = text.split("\n")  # not splitlines(), which also splits at characters in string literals
-    starts = [0, *(i for i, line in enumerate(lines) if _CODE_START.match(line))][:2]
-    for start in dict.fromkeys(starts):
-        ends = [
-            i for i in range(len(lines), start, -1) if i == len(lines) or lines[i][:1] not in ("", " ", "\t")
-        ]
-        for end in ends:
+    first_code = next((i for i, line in enumerate(lines) if _CODE_START.match(line)), 0)
+    cuts = [i for i in range(1, len(lines)) if lines[i][:1] not in ("", " ", "\t")] + [len(lines)]
+    for start in dict.fromkeys((0, first_code)):
+        end = len(lines)
+        for _ in range(MAX_PARSES):
             candidate = "\n".join(lines[start:end])
-            if _is_code(candidate):
-                return candidate
+            is_code, reached = _parse(candidate)
+            if reached is None:
+                if is_code:
+                    return candidate
+                break  # it parses but states nothing, and so would any shorter cut
+            end = max((cut for cut in cuts if start < cut < min(end, start + reached)), default=None)
+            if end is None:
+                break
     return None
 
 
-def program_for(fmt: str, problem: Problem, code: str) -> str:
-    """The test program for ``code``: it exits 0 after its last statement iff every test passes.
+@dataclass(frozen=True)
+class Programs:
+    """The two programs of one check: the code, run untrusted, and its tests, run trusted with
+    the code's names as remote objects (:class:`wcse.verify.remote.JudgeGlobals`)."""
 
-    MBPP: the code, then the problem's setup code (which uses the code's classes: tasks 367 and
-    927 build trees of the solution's ``Node``), then each assert. HumanEval: the prompt, then
-    the code, then the ``check`` function and ``check(entry_point)``. The prompt comes first
-    whether the code continues its function's body (a completion) or defines the whole function
-    itself: the answer then replaces the docstring-only stub, and still has the prompt's imports
-    (``from typing import List``) and helper functions (HumanEval/10's ``is_palindrome``) to use.
+    candidate: str
+    judge: str
+
+
+def programs_for(fmt: str, problem: Problem, code: str) -> Programs:
+    """The programs that run ``code`` against the tests of ``problem``.
+
+    MBPP: the candidate is the code, then the problem's setup code (which uses the code's
+    classes: tasks 367 and 927 build trees of the solution's ``Node``, whose roots the tests
+    then pass to the code as handles); the judge is the asserts. HumanEval: the candidate is the
+    prompt, then the code, whether the code continues its function's body (a completion) or
+    defines the whole function itself: the answer then replaces the docstring-only stub, and
+    still has the prompt's imports (``from typing import List``) and helper functions
+    (HumanEval/10's ``is_palindrome``) to use. The judge is the prompt too (the tests use its
+    helpers, HumanEval/38's ``encode_cyclic``: the prompt's own, not the code's), then the
+    ``check`` function, called on the candidate's entry point, which is also what the entry
+    point's name means to the tests (HumanEval/33 compares ``candidate`` with ``sort_third``).
     """
     meta = problem.meta
     if fmt == "mbpp":
         if not meta.get("tests"):
             raise ValueError(f"{problem.id}: no tests in meta['tests']")
-        parts = [code, meta.get("setup") or "", *meta["tests"]]
-    elif fmt == "humaneval":
+        bound = _shadowing_names(problem.solution)
+        judge = [*(f"{name} = {CANDIDATE}({name!r})" for name in bound), *meta["tests"]]
+        return Programs(_join(code, meta.get("setup") or ""), _join(*judge))
+    if fmt == "humaneval":
         if not meta.get("test") or not meta.get("entry_point"):
             raise ValueError(f"{problem.id}: meta lacks 'test' or 'entry_point'")
-        parts = [problem.question, code, meta["test"], f"check({meta['entry_point']})"]
-    else:
-        raise ValueError(f"unknown code format {fmt!r}; known formats: {list(FORMATS)}")
+        entry = meta["entry_point"]
+        call = f"{entry} = {CANDIDATE}({entry!r})\ncheck({entry})"
+        return Programs(_join(problem.question, code), _join(problem.question, meta["test"], call))
+    raise ValueError(f"unknown code format {fmt!r}; known formats: {list(FORMATS)}")
+
+
+def _join(*parts: str) -> str:
     return "\n\n".join(part.rstrip() for part in parts if part.strip()) + "\n"
+
+
+def _shadowing_names(solution: str) -> list[str]:
+    """The names that the reference solution defines at its top level although they are also
+    builtins or standard modules (MBPP task 126's ``sum``): to the tests, those are the code's.
+    Any other builtin or module that the tests use is their own, whatever the code defines."""
+    try:
+        tree = ast.parse(solution)
+    except (SyntaxError, ValueError):
+        return []
+    defined = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            defined.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            defined |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    return sorted(name for name in defined if hasattr(builtins, name) or name in sys.stdlib_module_names)
 
 
 def check(
@@ -141,8 +207,9 @@ def check(
         return False, None, "no_answer"
     recorded = code[:MAX_RECORDED_CHARS]
     try:
-        execution = run_python(program_for(fmt, problem, code), limits or DEFAULT_LIMITS)
+        programs = programs_for(fmt, problem, code)
+        judged = run_judged(programs.candidate, programs.judge, limits or DEFAULT_LIMITS)
     except (ValueError, OSError):
         return False, recorded, "error"
-    status = "ok" if execution.status in VERDICT_STATUSES else execution.status
-    return execution.status == "passed", recorded, status
+    status = "ok" if judged.status in VERDICT_STATUSES else judged.status
+    return judged.status == "passed", recorded, status
