@@ -42,3 +42,14 @@ def test_a_hung_a_crashing_and_a_raising_item_each_fail_alone() -> None:
 def test_bad_settings_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         map_with_timeout(_behave, [1], **kwargs)
+
+
+def test_a_worker_slow_to_start_does_not_time_its_items_out(tmp_path, monkeypatch) -> None:
+    """On a loaded machine a fresh worker can take seconds to import what ``fn`` needs; the
+    deadline starts once it is ready, so the import never turns a quick item into a timeout."""
+    (tmp_path / "slow_import.py").write_text("import time\ntime.sleep(2.0)\n\ndef square(x):\n    return x * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import slow_import
+
+    results = map_with_timeout(slow_import.square, list(range(6)), timeout_s=0.5, chunk_size=2, workers=2)
+    assert results == [i * i for i in range(6)]

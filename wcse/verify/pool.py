@@ -10,6 +10,10 @@ dies is charged to the task it held. (pebble's ProcessPool does the killing too,
 which worker took a task from a message that can arrive after the worker's death is noticed,
 and then charges a crash to the worker's previous, innocent task; a verifier cannot afford that.)
 
+A worker's deadline starts when it is ready (its imports done), never while it starts: on a
+loaded machine a fresh interpreter can take seconds to import math-verify and sympy, and that
+must not turn a correct sample into a ``timeout``.
+
 Items travel in chunks, because one task per item would spend more time in inter-process
 traffic than in checking a GSM8K number. A chunk gets ``timeout_s`` in all; when it runs out,
 raises or kills its worker, its items are re-run one at a time, each with ``timeout_s``, so only
@@ -56,9 +60,14 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+READY = "ready"  # what a worker sends once ``fn`` is loaded, before it is given any item
+
+
 def _serve(conn: Connection) -> None:
-    """A worker's loop: ``fn`` first, then one chunk in, its results (or what it raised) out."""
+    """A worker's loop: ``fn`` first (its imports), then one chunk in, its results (or what it
+    raised) out."""
     fn = conn.recv()
+    conn.send(READY)
     while (chunk := conn.recv()) is not None:
         try:
             conn.send((True, [fn(item) for item in chunk]))
@@ -78,8 +87,20 @@ class _Worker:
         theirs.close()
         self.conn = Connection(ours.detach())
         self.conn.send_bytes(fn_bytes)
+        self.ready = False  # until it has loaded fn: its imports never count against an item's time
         self.task: tuple[int, int] | None = None  # (start, size) of the chunk it holds
         self.deadline = 0.0
+
+    def started(self) -> None:
+        """Take the worker's ready message; a worker that dies while starting is an error for
+        every item, not a timeout of the first one."""
+        try:
+            message = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"a verifier worker died while starting (exit code {self.process.wait(5)})") from None
+        if message != READY:
+            raise RuntimeError(f"a verifier worker sent {message!r} before it was ready")
+        self.ready = True
 
     def give(self, task: tuple[int, int], chunk: Sequence[Any], timeout_s: float) -> None:
         self.task, self.deadline = task, time.monotonic() + timeout_s
@@ -118,12 +139,17 @@ def map_with_timeout(
         with tqdm(total=len(items), desc=desc, unit="item", leave=False) as bar:
             while queue or any(w.task for w in pool):
                 for worker in pool:
-                    if worker.task is None and queue:
+                    if worker.ready and worker.task is None and queue:
                         start, size = task = queue.popleft()
                         worker.give(task, items[start : start + size], timeout_s)
                 busy = [w for w in pool if w.task]
+                starting = [w for w in pool if not w.ready]
                 now = time.monotonic()
-                ready = set(wait([w.conn for w in busy], timeout=max(0.0, min(w.deadline for w in busy) - now)))
+                timeout = max(0.0, min(w.deadline for w in busy) - now) if busy else None
+                ready = set(wait([w.conn for w in busy + starting], timeout=timeout))
+                for worker in starting:
+                    if worker.conn in ready:
+                        worker.started()
                 for i, worker in enumerate(pool):
                     if worker.task is None:
                         continue
