@@ -22,6 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SHARED_DATA = Path(os.environ.get("WCSE_DATA_DIR", ROOT.parent / "shared" / "data"))
 
+
+def needs_data(*relative: str) -> pytest.MarkDecorator:
+    """Skip unless these files or folders exist under SHARED_DATA: a user's clone has no
+    ``../shared``, and its test command must pass there too."""
+    missing = [r for r in relative if not (SHARED_DATA / r).exists()]
+    return pytest.mark.skipif(bool(missing), reason=f"benchmark files {missing} not found in {SHARED_DATA}")
+
 register()
 
 

@@ -10,6 +10,9 @@ past the end of the schedule are forwarded. A schedule entry is one of
 - ``"drop"``: the connection is reset after the request line and headers, mid-request;
 - ``"pass"``: forwarded to the upstream.
 
+Paths in ``not_found`` (e.g. ``/v1/completions``) are answered 404 whatever the schedule says, as
+a chat-only provider answers an endpoint it does not serve; they take no place in the schedule.
+
 Which request meets which fault depends on arrival order, but how many of each the clients see
 does not: :attr:`FaultProxy.injected` counts them. The proxy runs its own event loop in a thread
 and answers one request per connection (``Connection: close``), so a client never reuses a
@@ -73,6 +76,7 @@ class FaultProxy:
         hang_s: float = 30.0,
         retry_after_s: float = 1.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        not_found: Sequence[str] = (),
     ) -> None:
         """``transport`` replaces the network hop to ``upstream`` (``httpx.MockTransport`` in fast tests)."""
         for entry in schedule:
@@ -82,8 +86,11 @@ class FaultProxy:
         self.schedule = list(schedule)
         self.hang_s = hang_s
         self.retry_after_s = retry_after_s
+        self.not_found = frozenset(not_found)
         self.requests = 0  # every request that reached the proxy
+        self._scheduled = 0  # those the schedule applies to (not in not_found)
         self.forwarded = 0
+        self.exchanges: list[tuple[str, bytes, bytes]] = []  # (path, request body, response body) forwarded
         self.injected: Counter[str] = Counter()  # "429", "500", "hang", "drop", ...
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -125,7 +132,13 @@ class FaultProxy:
         self._handlers.add(task)
         try:
             method, target, headers = await read_request(reader)
-            n, self.requests = self.requests, self.requests + 1
+            self.requests += 1
+            if target.split("?", 1)[0] in self.not_found:
+                await reader.readexactly(int(headers.get("content-length", "0")))
+                self.injected["not_found"] += 1
+                await write_response(writer, 404, b"Not Found", {"content-type": "text/plain"})
+                return
+            n, self._scheduled = self._scheduled, self._scheduled + 1
             action = self.schedule[n] if n < len(self.schedule) else PASS
             if action == DROP:
                 self.injected[DROP] += 1
@@ -156,5 +169,6 @@ class FaultProxy:
         upstream = await self._http.request(
             method, target, content=body, headers={k: v for k, v in headers.items() if k not in HOP_BY_HOP}
         )
+        self.exchanges.append((target, body, upstream.content))
         reply = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
         await write_response(writer, upstream.status_code, upstream.content, reply)

@@ -1,16 +1,21 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import CONF, compose_config
 from wcse.budget import (
+    MATCHED_UNIT,
     WC_ROUNDING,
     Cost,
     SampleBudget,
+    check_prices,
     nominal_flops,
     plan,
     realised_cost,
+    realised_ratio,
 )
 from wcse.records import Sample
 
@@ -135,3 +140,59 @@ def test_realised_cost_errors() -> None:
 def test_nominal_flops_matches_at_the_matched_budget() -> None:
     assert nominal_flops(7500, 1, 300.0, 27e9) == 7500 * 1 * 300 * 2 * 27e9
     assert nominal_flops(7500, 30, 300.0, 9e9) == nominal_flops(7500, 10, 300.0, 27e9)
+
+
+def test_a_model_of_unknown_size_costs_dollars_and_no_flops() -> None:
+    """Gemini has no parameter count: its FLOPs are None (not 0, not a crash), its dollars come from
+    the billed tokens, and the WC/SE ratio of a price-matched run is in dollars."""
+    flash = realised_cost([_sample(0, 1000, 300)] * 35, params=None, price_in_per_mtok=0.075, price_out_per_mtok=0.30)
+    pro = realised_cost([_sample(0, 1000, 300)], params=None, price_in_per_mtok=3.50, price_out_per_mtok=10.50)
+    assert flash.flops is None and flash.to_dict()["flops"] is None
+    assert flash.dollars == pytest.approx(35 * (1000 * 0.075 + 300 * 0.30) / 1e6)
+    assert pro.dollars == pytest.approx((1000 * 3.50 + 300 * 10.50) / 1e6)
+    assert realised_ratio(flash, pro, "flops") is None
+    # 35 Flash samples cost what one Pro sample does in output tokens; Flash's prompts are cheaper still.
+    assert realised_ratio(flash, pro, MATCHED_UNIT["price"]) == pytest.approx(
+        35 * (75 + 90) / (3500 + 3150)
+    )
+    gemma = realised_cost([_sample(0, 100, 50)] * 3, params=9e9)
+    assert realised_ratio(gemma, realised_cost([_sample(0, 100, 50)], params=27e9), MATCHED_UNIT["compute"]) == 1.0
+    assert realised_ratio(gemma, realised_cost([], params=27e9), "flops") is None  # SE spent nothing
+    assert realised_ratio(gemma, gemma, "dollars") is None  # unpriced
+    with pytest.raises(ValueError, match="unit"):
+        realised_ratio(gemma, gemma, "tokens")
+
+
+PRICED = {"price_in_per_mtok": 0.075, "price_out_per_mtok": 0.30, "prices_date": "2024-08", "prices_source": "s"}
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"prices_date": None}, r"needs \['prices_date'\]"),
+        ({"prices_source": ""}, r"needs \['prices_source'\]"),
+        ({"price_in_per_mtok": None}, r"needs \['price_in_per_mtok'\]"),
+        ({"price_out_per_mtok": -1.0}, "price_out_per_mtok must be a finite number >= 0"),
+        ({"price_in_per_mtok": None, "price_out_per_mtok": None}, r"\['prices_date', 'prices_source'\] given without prices"),
+    ],
+)
+def test_a_price_table_carries_both_prices_their_date_and_source(change: dict, error: str) -> None:
+    check_prices("model_pair.wc", **PRICED)
+    check_prices("model_pair.wc", **dict.fromkeys(PRICED))  # an unpriced model
+    with pytest.raises(ValueError, match=r"model_pair\.wc.*" + error):
+        check_prices("model_pair.wc", **{**PRICED, **change})
+
+
+@pytest.mark.parametrize("pair", sorted(p.stem for p in (CONF / "model_pair").glob("*.yaml")))
+def test_every_shipped_price_table_is_complete(pair: str, tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path, f"model_pair={pair}").model_pair
+    for role in ("wc", "se", "student"):
+        spec = cfg[role]
+        check_prices(f"model_pair.{role}", price_in_per_mtok=spec.price_in_per_mtok,
+                     price_out_per_mtok=spec.price_out_per_mtok, prices_date=spec.prices_date,
+                     prices_source=spec.prices_source)
+    if pair == "gemini":  # the paper's Aug-2024 prices, per model
+        assert (cfg.wc.price_in_per_mtok, cfg.wc.price_out_per_mtok, cfg.wc.params) == (0.075, 0.30, None)
+        assert (cfg.se.price_in_per_mtok, cfg.se.price_out_per_mtok, cfg.se.params) == (3.50, 10.50, None)
+        assert cfg.wc.prices_date == cfg.se.prices_date == "2024-08"
+        assert "Flash" in cfg.wc.prices_source and "Pro" in cfg.se.prices_source

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import itertools
 import re
+import shutil
+from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from tests.conftest import CONF
-from wcse.config import plan_budget, train_settings, validate
+from wcse.settings import plan_budget, train_settings, validate
 
 
 def options(group: str) -> list[str]:
@@ -76,6 +81,8 @@ def test_every_option_of_the_other_groups_composes(compose_cfg, group) -> None:
 
 def test_every_config_file_says_how_to_launch_it() -> None:
     for path in CONF.rglob("*.yaml"):
+        if path.parent == CONF / "local":
+            continue  # this cluster's own git-ignored settings (conf/local/README.md), not the project's
         head = path.read_text().splitlines()[:12]
         assert any("python -m wcse.main" in line for line in head), f"{path}: no launch line in its header comment"
 
@@ -116,12 +123,15 @@ def test_the_trainer_follows_the_papers_schedule_where_it_is_unset(compose_cfg) 
     # what the trainer sets wins; the toy trainer sets everything
     assert train_settings(compose_cfg("model_pair=gemma2", "trainer=zero3", "trainer.max_steps=7"))["max_steps"] == 7
     assert train_settings(compose_cfg())["max_steps"] == compose_cfg().trainer.max_steps
+    # every node's processes step together: two nodes halve the accumulation, not double the batch
+    two = train_settings(compose_cfg("model_pair=gemma2", "trainer=zero3", "budget=high", "trainer.nnodes=2"))
+    assert two["per_device_batch_size"] * two["nprocs"] * two["nnodes"] * two["gradient_accumulation_steps"] == 32
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["setup=kd", "trainer.per_device_batch_size=4"], "not a multiple of trainer.per_device_batch_size x trainer.nprocs = 32"),
+        (["setup=kd", "trainer.per_device_batch_size=4"], "not a multiple of trainer.per_device_batch_size x trainer.nprocs x trainer.nnodes = 32"),
         (["budget=number_matched"], "finetune.steps has no entry for budget=number_matched"),
         (["trainer.global_batch_size=64", "trainer.gradient_accumulation_steps=4"], "needs trainer.gradient_accumulation_steps=null"),
     ],
@@ -130,6 +140,53 @@ def test_schedule_errors_name_the_keys(compose_cfg, overrides, message) -> None:
     cfg = compose_cfg("model_pair=gemma2", "trainer=zero3", *overrides)
     with pytest.raises(ValueError, match=re.escape(message)):
         validate(cfg)
-    toy = compose_cfg("trainer.max_steps=null")
-    with pytest.raises(ValueError, match="trainer.max_steps is unset and model_pair=toy: se.finetune"):
-        validate(toy)
+    qwen = compose_cfg("model_pair=qwen2.5", "trainer.max_steps=null")
+    with pytest.raises(ValueError, match="trainer.max_steps is unset and model_pair=qwen2.5: se.finetune"):
+        validate(qwen)
+
+
+@pytest.mark.parametrize("trainer", ["zero2", "zero3", "zero3_offload", "lora"])
+def test_every_trainer_runs_on_the_toy_pair_with_its_own_schedule(compose_cfg, trainer) -> None:
+    cfg = compose_cfg(f"trainer={trainer}")
+    validate(cfg)
+    settings = train_settings(cfg)
+    assert (settings["max_steps"], settings["learning_rate"]) == (40, 1e-4)
+
+
+
+def _launcher(*overrides: str) -> dict:
+    """hydra.launcher as the multirun would instantiate it (interpolations resolved)."""
+    cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # ${hydra.sweep.dir} in submitit_folder
+    return OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+
+
+def test_the_submitit_launchers_compose(compose_cfg) -> None:
+    compose_cfg()  # Hydra initialised on conf/
+    local = _launcher("hydra/launcher=local")
+    assert local["_target_"].endswith("submitit_launcher.LocalLauncher") and local["gpus_per_node"] == 0
+    slurm = _launcher("hydra/launcher=slurm", "trainer=zero3", "trainer.nnodes=2", "hydra.launcher.partition=gpu")
+    assert slurm["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert slurm["partition"] == "gpu" and slurm["gpus_per_node"] == 8
+    assert slurm["additional_parameters"] == {"nodes": 2}  # the job holds the training's nodes
+    assert slurm["nodes"] == 1 and slurm["srun_args"] == ["--nodes=1", "--ntasks=1"]  # one pipeline task
+
+
+def test_the_cluster_file_is_read_when_present(tmp_path) -> None:
+    """conf/local/slurm.yaml (git-ignored) overrides the launcher's defaults, the command line
+    overrides both; without it (a fresh clone) everything composes as before."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf, ignore=lambda folder, names: [n for n in names if n.endswith(".yaml")] if Path(folder).name == "local" else [])
+    (conf / "local" / "slurm.yaml").write_text("partition: a100\naccount: my-lab\nsetup: [export WCSE_CACHE_DIR=/shared/wcse]\n")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cluster = _launcher("hydra/launcher=slurm")
+            assert (cluster["partition"], cluster["account"]) == ("a100", "my-lab")
+            assert cluster["setup"] == ["export WCSE_CACHE_DIR=/shared/wcse"] and cluster["timeout_min"] == 2880
+            assert _launcher("hydra/launcher=slurm", "hydra.launcher.partition=h100")["partition"] == "h100"
+            (conf / "local" / "slurm.yaml").unlink()
+            assert _launcher("hydra/launcher=slurm")["partition"] is None
+            assert _launcher()["_target_"].endswith("BasicLauncher")
+    finally:
+        GlobalHydra.instance().clear()  # the next compose_config initialises on conf/ again

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from wcse.evaluate import maj_at_k, majority_correct, score
-from wcse.metrics import wilson_interval
 from wcse.records import Problem, Verdict
+from wcse.stats import wilson_interval
 
 
 def _v(pid: str, i: int, extracted: str | None, correct: bool) -> Verdict:
@@ -46,8 +46,8 @@ def test_score_with_several_samples_per_problem() -> None:
     verdicts += [_v("q", i, a, a == "1") for i, a in enumerate(["2", "2", "1", "2"])]
     result = score(problems, list(reversed(verdicts)), maj_ks=[1, 4])  # any order: votes follow the index
     assert result["n"] == 8 and result["n_problems"] == 2
-    assert result["pass@1"] == pytest.approx(4 / 8) == result["maj@1"]
-    assert result["maj@4"] == pytest.approx(0.5)  # p's majority 7 right, q's majority 2 wrong
+    assert result["pass@1"] == pytest.approx(4 / 8) == result["maj"]["1"]
+    assert result["maj"]["4"] == pytest.approx(0.5)  # p's majority 7 right, q's majority 2 wrong
     assert {k: (r["value"], r["n"]) for k, r in result["per_level"].items()} == {"1": (0.75, 4), "2": (0.25, 4)}
     assert {k: r["value"] for k, r in result["per_subject"].items()} == {"algebra": 0.75, "geometry": 0.25}
     assert result["per_level"]["1"]["low"] == pytest.approx(wilson_interval(3, 4)[0])

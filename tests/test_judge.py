@@ -21,6 +21,7 @@ from wcse.data.sources import FORMATS
 from wcse.records import Problem, Sample, Verdict
 from wcse.sampling.backends import open_sampler
 from wcse.sampling.hf import HFSampler
+from wcse.sampling.openai_backend import api_params, chat_messages
 from wcse.sampling.store import SampleRequest, SampleStore, sample_key
 from wcse.toy.ladder import SHIPPED
 from wcse.verify import judge
@@ -299,6 +300,23 @@ def test_the_chat_template_wraps_the_prompt_with_one_bos_and_enters_the_key(chat
         ChatTemplate(str(SHIPPED / "se"))
 
 
+def test_a_chat_api_judge_is_sent_messages_not_a_rendered_template(chat_tokenizer: Path) -> None:
+    sample = make_sample(MADELINE, SOLUTION)
+    problems = {MADELINE.id: MADELINE}
+    [plain] = judge.judge_requests("steps", "judge", "gsm8k", problems, [sample], PARAMS, 0)
+    api = {**PARAMS, **api_params("chat")}
+    [chat] = judge.judge_requests("steps", "judge", "gsm8k", problems, [sample], api, 0)
+    assert chat.messages == ({"role": "user", "content": plain.prompt},) and chat.prompt == plain.prompt
+    assert plain.messages is None and chat.key != plain.key
+    system = {**PARAMS, **api_params("chat", system_prompt="You grade math.")}
+    [with_system] = judge.judge_requests("steps", "judge", "gsm8k", problems, [sample], system, 0)
+    assert chat_messages(with_system) == [
+        {"role": "system", "content": "You grade math."}, {"role": "user", "content": plain.prompt}
+    ]
+    with pytest.raises(ValueError, match="pass chat=None"):
+        judge.judge_requests("steps", "judge", "gsm8k", problems, [sample], api, 0, chat=ChatTemplate(str(chat_tokenizer)))
+
+
 # ------------------------------------------------------------------ judging through a real backend
 
 
@@ -306,7 +324,7 @@ def test_judgements_survive_a_crash_and_are_reused(tmp_path: Path) -> None:
     """The shipped toy model as a (hopeless) judge: the machinery, not the verdicts."""
     problems = {MADELINE.id: MADELINE}
     samples = [make_sample(MADELINE, SOLUTION, index=j) for j in range(4)]
-    sampler = HFSampler(str(SHIPPED / "se"), batch_size=4, max_new_tokens=4, device="cpu")
+    sampler = HFSampler(str(SHIPPED / "se"), batch_size=4, device="cpu")
     params = {**PARAMS, "max_new_tokens": 4}
     store = SampleStore(tmp_path / "judgements")
     requests = judge.judge_requests("steps", "toy-se", "gsm8k", problems, samples, params, 0)
@@ -406,7 +424,7 @@ def test_smollm2_judges_real_gsm8k_samples_end_to_end(
     def run(open_judge, store, prompt_id):
         return judge.judge_samples(open_judge, store, samples, requests_of(prompt_id))
 
-    with open_sampler(cfg, str(smollm2), temperature=0.0, max_new_tokens=200, batch_size=4) as sampler:
+    with open_sampler(cfg, str(smollm2), batch_size=4) as sampler:
         spy = Spy(sampler)
         start = time.perf_counter()
         judged = {prompt_id: run(lambda: nullcontext(spy), store, prompt_id=prompt_id) for prompt_id in ("steps", "answer")}

@@ -7,16 +7,15 @@ import pytest
 
 from wcse.metrics import (
     ProblemMetrics,
-    Rate,
     computation_signature,
     coverage_at_k,
     data_metrics,
     diversity_at_k,
     normalize_text,
     per_problem,
-    wilson_interval,
 )
 from wcse.records import Sample, Verdict
+from wcse.stats import wilson_interval
 
 
 def _sample(pid: str, i: int, text: str) -> Sample:
@@ -79,33 +78,6 @@ def test_estimator_argument_errors() -> None:
         diversity_at_k([], 3, 0)
     with pytest.raises(ValueError, match="correct texts"):
         diversity_at_k(["a", "b"], 1, 1)
-
-
-@pytest.mark.parametrize(
-    ("successes", "total", "low", "high"),
-    [
-        (0, 10, 0.0, 0.27754),  # high = (z^2/n) / (1 + z^2/n)
-        (5, 10, 0.23659, 0.76341),  # symmetric about 1/2
-        (10, 10, 0.72246, 1.0),  # mirror of 0/10
-        (0, 0, 0.0, 1.0),
-    ],
-)
-def test_wilson_interval_known_values(successes: int, total: int, low: float, high: float) -> None:
-    got = wilson_interval(successes, total)
-    assert got == pytest.approx((low, high), abs=1e-5)
-
-
-def test_wilson_interval_always_holds_its_estimate() -> None:
-    """Rounding put 6/6's upper bound at 0.9999999999999999 (146 such n <= 400): an interval
-    that misses its own point breaks error bars, which must not point inwards."""
-    for total in range(1, 400):
-        for successes in range(total + 1):
-            low, high = wilson_interval(successes, total)
-            assert 0 <= low <= successes / total <= high <= 1, (successes, total)
-
-
-def test_rate_of_nothing_has_no_value() -> None:
-    assert Rate.of(0, 0).to_dict() == {"value": None, "low": 0.0, "high": 1.0, "n": 0}
 
 
 def _hand_built() -> tuple[list[Sample], list[Verdict]]:

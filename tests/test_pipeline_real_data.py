@@ -7,18 +7,19 @@ metrics stages on them exactly as after a GPU sampling job.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from omegaconf import DictConfig
 
 from tests.conftest import SHARED_DATA, compose_config
+from wcse import runner
 from wcse.artifacts import MissingArtifact
-from wcse.config import validate
 from wcse.metrics import ProblemMetrics
-from wcse.pipeline import Pipeline
-from wcse.records import Problem, Verdict, read_jsonl
+from wcse.records import Problem, read_jsonl
 from wcse.sampling.store import SampleStore
+from wcse.settings import validate
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "math").is_dir(), reason=f"no MATH data in {SHARED_DATA}")
 
@@ -34,18 +35,23 @@ def _response(problem: Problem, index: int) -> str:
     return f"The final answer is ${problem.answer}$."
 
 
-def _fill_stores(pipeline: Pipeline) -> None:
-    problems = {p.id: p for p in pipeline.problems["train"]}
-    for role in ("wc", "se"):
-        pipeline.store(role).append(
+def _fill_stores(cfg: DictConfig, truncated: Callable[[int], bool] = lambda index: False) -> runner.Plan:
+    """The planned sample stores, filled with reference-made samples (no model runs); samples
+    whose index ``truncated`` picks are recorded as cut by max_new_tokens."""
+    planned = runner.plan(cfg, check_cache=False)
+    problems = planned.outputs["dataset"].main.by_id("train")
+    for samples in planned.outputs["sample"].sets.values():
+        samples.store.append(
             [
                 r.to_sample(
                     text=_response(problems[r.problem_id], r.index), prompt_tokens=len(r.prompt.split()),
-                    generated_tokens=100, finish_reason="stop", backend="reference", seconds=0.0,
+                    generated_tokens=100, finish_reason="length" if truncated(r.index) else "stop",
+                    backend="reference", seconds=0.0,
                 )
-                for r in pipeline.requests(role)
+                for r in samples.requests
             ]
         )
+    return planned
 
 
 def test_verify_and_metrics_on_math_reference_samples(tmp_path: Path) -> None:
@@ -55,32 +61,33 @@ def test_verify_and_metrics_on_math_reference_samples(tmp_path: Path) -> None:
     ]
     cfg = compose_config(tmp_path, *overrides)
     with pytest.raises(MissingArtifact, match="stage 'sample' is not in `stages`"):
-        Pipeline(cfg).run()  # nothing sampled yet: a clear error, not an empty result
+        runner.run(cfg)  # nothing sampled yet: a clear error, not an empty result
 
-    pipeline = Pipeline(cfg)
-    _fill_stores(pipeline)
-    summary = pipeline.run()
+    planned = _fill_stores(cfg)
+    summary = runner.run(cfg)
 
-    train = pipeline.problems["train"]
+    train = planned.outputs["dataset"].main.splits["train"]
     assert len(train) == 30 and all(p.answer for p in train)
     # budget=low: SE 1 sample (the reference), WC 27/9 = 3 (reference, wrong answer, bare answer)
-    filt, data = summary["filter"], summary["data"]
-    assert filt["se"] == {"verified": 30, "correct": 30, "kept_for_training": 30, "status": {"ok": 30}}
-    assert filt["wc"]["verified"] == 90 and filt["wc"]["correct"] == 60 == filt["wc"]["kept_for_training"]
-    assert data["se"]["coverage"] == 1.0 and data["wc"]["coverage"] == 1.0
-    assert data["wc"]["accuracy"] == pytest.approx(2 / 3)
+    filt, data = summary.filter.models, summary.data
+    assert filt["se"].model_dump(exclude_none=True) == {
+        "verified": 30, "correct": 30, "truncated": 0, "kept_truncated": False, "kept_for_training": 30, "status": {"ok": 30},
+    }
+    assert filt["wc"].verified == 90 and filt["wc"].correct == 60 == filt["wc"].kept_for_training
+    assert data["se"].coverage == 1.0 and data["wc"].coverage == 1.0
+    assert data["wc"].accuracy == pytest.approx(2 / 3)
     # two distinct correct solutions per problem for WC, one for SE, by either uniqueness rule
-    assert data["wc"]["diversity_by_rule"]["exact"] == pytest.approx(2.0)
-    assert data["se"]["diversity"] == pytest.approx(1.0)
+    assert data["wc"].diversity_by_rule["exact"] == pytest.approx(2.0)
+    assert data["se"].diversity == pytest.approx(1.0)
     levels = {str(p.level) for p in train}
-    assert set(data["wc"]["per_level"]) == levels
-    assert sum(g["n_problems"] for g in data["wc"]["per_subject"].values()) == 30
-    assert data["wc"]["fpr"]["n"] == 0  # no judge configured: the reasoning was not checked
+    assert set(data["wc"].per_level) == levels
+    assert sum(g.n_problems for g in data["wc"].per_subject.values()) == 30
+    assert data["wc"].fpr.n == 0  # no judge configured: the reasoning was not checked
 
-    table = list(read_jsonl(Path(data["wc"]["per_problem_table"]), ProblemMetrics))
+    table = list(read_jsonl(Path(data["wc"].per_problem_table), ProblemMetrics))
     assert [row.n_correct for row in table] == [2] * 30
-    sft = (pipeline.verified("wc") / "sft.jsonl").read_text().splitlines()
-    assert all(WRONG not in json.loads(line)["completion"] for line in sft)
+    sft = planned.outputs["verify"]["wc"].sft_rows()
+    assert all(WRONG not in row["completion"] for row in sft)
 
 
 def test_no_verification_arm_keeps_every_sample(tmp_path: Path) -> None:
@@ -88,11 +95,23 @@ def test_no_verification_arm_keeps_every_sample(tmp_path: Path) -> None:
         tmp_path, "model_pair=gemma2", "dataset=math", f"paths.data_dir={SHARED_DATA}", "dataset.max_train=10",
         "budget=low", "stages=[verify]", "verifier=none", "verifier.workers=1",
     )
-    pipeline = Pipeline(cfg)
-    _fill_stores(pipeline)
-    filt = pipeline.run()["filter"]
-    assert filt["method"] == "none"
-    assert filt["wc"]["kept_for_training"] == 30 and filt["wc"]["correct"] == 20
+    _fill_stores(cfg)
+    filt = runner.run(cfg).filter
+    assert filt.method == "none"
+    assert filt.models["wc"].kept_for_training == 30 and filt.models["wc"].correct == 20
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_truncated_samples_are_counted_and_dropped_unless_kept(tmp_path: Path, keep: bool) -> None:
+    cfg = compose_config(
+        tmp_path, "model_pair=gemma2", "dataset=math", f"paths.data_dir={SHARED_DATA}", "dataset.max_train=10",
+        "budget=low", "stages=[verify]", "verifier.workers=1", f"verifier.keep_truncated={keep}",
+    )
+    _fill_stores(cfg, truncated=lambda index: index == 0)  # every reference solution was cut short
+    wc = runner.run(cfg).filter.models["wc"]
+    assert (wc.verified, wc.truncated, wc.correct) == (30, 10, 20)
+    # the correct ones are sample 0 (the reference) and sample 2 (the bare answer) of each problem
+    assert wc.kept_for_training == (20 if keep else 10) and wc.kept_truncated is keep
 
 
 def _judged_cfg(tmp_path: Path, judge_path: str, *overrides: str):
@@ -111,16 +130,15 @@ def test_a_steps_judge_gives_the_fpr_and_is_asked_only_once(tmp_path: Path) -> N
         "verifier.judge.sampler.max_new_tokens=4", "dataset.max_train=6", "stages=[verify,metrics]",
     )
     validate(cfg)
-    pipeline = Pipeline(cfg)
-    _fill_stores(pipeline)
-    data = pipeline.run()["data"]
+    _fill_stores(cfg)
+    data = runner.run(cfg).data
     stores = list((tmp_path / "cache" / "judgements").iterdir())
     assert len(stores) == 1
     assert len(SampleStore(stores[0]).keys()) == 10  # 5 correct samples per arm, of 6 (SE) and 12 (WC)
     # the toy model writes no verdict line: every reply is unparsable, so no FPR evidence
-    assert data["wc"]["fpr"]["n"] == 0 == data["se"]["fpr"]["n"]
+    assert data["wc"].fpr.n == 0 == data["se"].fpr.n
     shards = sorted(SampleStore(stores[0]).shards())
-    Pipeline(cfg).run()
+    runner.run(cfg)
     assert sorted(SampleStore(stores[0]).shards()) == shards  # judged once, reused after
 
 
@@ -137,15 +155,15 @@ def test_smollm2_as_label_free_judge_and_as_fpr_judge(tmp_path: Path, smollm2: P
     common = ["dataset.max_train=3", "verifier.judge.sampler.batch_size=8"]
     cfg = _judged_cfg(tmp_path, str(smollm2), "verifier=judge", "verifier.judge.sampler.max_new_tokens=24", "stages=[verify]", *common)
     validate(cfg)
-    pipeline = Pipeline(cfg)
-    _fill_stores(pipeline)
-    filt = pipeline.run()["filter"]
+    planned = _fill_stores(cfg)
+    filt = runner.run(cfg).filter.models
     for role, n in (("wc", 9), ("se", 3)):
-        judged = list(read_jsonl(pipeline.verified(role) / "judged.jsonl", Verdict))
+        filtered = planned.outputs["verify"][role]
+        judged = filtered.judged()
         assert len(judged) == n and {v.status for v in judged} <= {"judged", "unparsable"}
-        assert filt[role]["kept_for_training"] == sum(v.correct for v in judged)
-        truth = {v.key: v.correct for v in pipeline.verdicts(role)}
-        assert filt[role]["judge"] == {
+        assert filt[role].kept_for_training == sum(v.correct for v in judged)
+        truth = {v.key: v.correct for v in filtered.verdicts()}
+        assert filt[role].judge.model_dump() == {
             "kept_wrong": sum(v.correct and not truth[v.key] for v in judged),
             "dropped_right": sum(truth[v.key] and not v.correct for v in judged),
         }
@@ -155,7 +173,7 @@ def test_smollm2_as_label_free_judge_and_as_fpr_judge(tmp_path: Path, smollm2: P
         tmp_path, str(smollm2), "verifier=answer_fpr", "verifier.judge.sampler.max_new_tokens=64",
         "verifier.judge.max_samples=3", "stages=[verify,metrics]", *common,
     )
-    data = Pipeline(cfg).run()["data"]
+    data = runner.run(cfg).data
     for role in ("wc", "se"):
-        assert data[role]["fpr"]["n"] <= 3
-    print({role: data[role]["fpr"] for role in ("wc", "se")})
+        assert data[role].fpr.n <= 3
+    print({role: data[role].fpr for role in ("wc", "se")})

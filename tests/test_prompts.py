@@ -1,5 +1,6 @@
 """Versioned few-shot prompts as files: they load, render their exemplars, copy the training data
-exactly, never show a problem itself, and their version reaches every sample's key."""
+exactly, never show a problem itself, declare stop strings that end every exemplar and cut none,
+render as chat messages, and their version reaches every sample's key."""
 
 from __future__ import annotations
 
@@ -8,17 +9,22 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from omegaconf import DictConfig
 
 from tests.conftest import CONF, SHARED_DATA
+from wcse.artifacts import Cache
 from wcse.data import prompts
 from wcse.data.sources import FORMATS
-from wcse.pipeline import Pipeline
-from wcse.records import Problem
-from wcse.sampling.store import sample_key
+from wcse.records import Problem, cut_at_stop
+from wcse.runner import ALWAYS_BUILT, needed
+from wcse.sampling.store import SampleRequest, sample_key
+from wcse.stages import graph
+from wcse.stages.base import RunContext
+from wcse.stages.sample import sampling_params
 from wcse.toy.tokenizer import prompt as toy_prompt
 
 needs_data = pytest.mark.skipif(
@@ -31,21 +37,23 @@ SOURCES = {
     "gsm8k_8shot": ("gsm8k", "gsm8k/train.jsonl"),
     "mbpp_3shot": ("mbpp", "mbpp/mbpp.jsonl"),
 }
-# version -> digest of what renders prompts (templates and exemplars). A prompt edited without
-# a new version would silently mix old and new samples under one key: bump the version and add
-# its digest here.
+# version -> digest of what renders prompts and ends their samples (templates, stop strings, chat
+# mode, exemplars). A prompt edited without a new version would silently mix old and new samples
+# under one key: bump the version and add its digest here. (v3 / humaneval-v2 added stop strings;
+# toy-v1 renders as before and has none, so its samples keep their keys: only the digest, which
+# now covers stop and chat, is new.)
 RENDERED = {
-    "math-v2": "f557a462640c28e2",
-    "gsm8k-v2": "c4ab509bb478248f",
-    "mbpp-v2": "4f6187a81d983fbc",
-    "humaneval-v1": "d09266fe9376c056",
-    "toy-v1": "c6197d48a1696a11",
+    "math-v3": "30089ffbe72eda02",
+    "gsm8k-v3": "a15dff3900f6fa33",
+    "mbpp-v3": "a27582957627fffa",
+    "humaneval-v2": "1408aad21b250a25",
+    "toy-v1": "97c8ddc819e5f0bc",
 }
 FOREIGN = Problem(id="not-an-exemplar", question="What is {x} + 1?", answer="2")
 
 
 def rendered_digest(p: prompts.Prompt) -> str:
-    content = [p.question, p.answer, [dataclasses.asdict(e) for e in p.exemplars]]
+    content = [p.question, p.answer, list(p.stop), p.chat, [dataclasses.asdict(e) for e in p.exemplars]]
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -66,8 +74,8 @@ def test_every_prompt_file_loads_and_validates() -> None:
         assert p.shots == len(p.exemplars) == len(raw["exemplars"])
         assert RENDERED[p.version] == rendered_digest(p), f"{prompt_id}: prompt changed: bump its version"
     assert {(p := prompts.template(i)).version: p.shots for i in ("math_4shot", "gsm8k_8shot")} == {
-        "math-v2": 4,
-        "gsm8k-v2": 8,
+        "math-v3": 4,
+        "gsm8k-v3": 8,
     }
 
 
@@ -90,6 +98,17 @@ def test_every_dataset_config_names_a_prompt_file() -> None:
         (lambda r: r["exemplars"][1].update(id=r["exemplars"][0]["id"]), "ids repeat"),
         (lambda r: r.update(answer=" {solution} {final}"), "bad template"),
         (lambda r: r.update(question="Q:"), "must contain {question}"),
+        (lambda r: r.update(stop="\nProblem:"), "'stop' must be a list"),
+        (lambda r: r.update(stop=["\nProblem:", ""]), "'stop' must be a list"),
+        (lambda r: r.update(stop=["\nProblem:", "\nProblem:"]), "'stop' must be a list"),
+        (lambda r: r.update(stop=["\nProblem:", "Problem:"]), "contains 'Problem:'"),
+        # "\n\n" occurs inside exemplar train/algebra/1951's solution
+        (lambda r: r.update(stop=["\n\n"]), "cuts into exemplar train/algebra/1951.json's answer"),
+        (lambda r: r.update(stop=["Final Answer:"]), "cuts into exemplar train/algebra/943.json's answer"),
+        (lambda r: r.update(stop=[]), "no stop string occurs where one exemplar's answer ends"),
+        (lambda r: r.update(stop=["\nQuestion:"]), "no stop string occurs"),
+        (lambda r: r.update(chat="turns"), "'chat' is 'turns'; must be one of"),
+        (lambda r: r.pop("chat"), r"missing keys \['chat'\]"),
     ],
 )
 def test_a_bad_prompt_file_is_rejected_by_name(
@@ -159,12 +178,27 @@ def test_a_problem_that_is_an_exemplar_never_sees_itself(prompt_id: str) -> None
             assert text.count(e.question) == 1
 
 
+def planned(cfg: DictConfig, name: str) -> dict[str, Any]:
+    """The planned outputs (requests, store addresses) of stage ``name`` and of the stages it
+    needs, by stage, as the runner plans them before building anything."""
+    selected = frozenset({name})
+    ctx = RunContext(cfg, Cache(cfg.paths.cache_dir, allowed={*selected, *ALWAYS_BUILT}), Path(cfg.paths.run_dir), selected)
+    outputs: dict[str, Any] = {}
+    for stage in needed(graph(), selected):
+        outputs[stage.name] = stage.plan(ctx, {need: outputs[need] for need in stage.needs})
+    return outputs
+
+
 @pytest.mark.parametrize("dataset", [p.stem for p in sorted((CONF / "dataset").glob("*.yaml"))])
-def test_the_prompt_version_is_a_sampling_param(compose_cfg: Callable[..., DictConfig], dataset: str) -> None:
-    """The pipeline's sampling params (hashed into every key, stored in every record) carry the version."""
+def test_the_prompt_version_and_stop_strings_are_sampling_params(
+    compose_cfg: Callable[..., DictConfig], dataset: str
+) -> None:
+    """The sampling params (hashed into every key, stored in every record) carry the version, and
+    the stop strings when the prompt has some."""
     cfg = compose_cfg(f"dataset={dataset}")
-    params = Pipeline(cfg).sampling_params
+    params = sampling_params(cfg, cfg.dataset.prompt)
     assert params["prompt"] == prompts.template(cfg.dataset.prompt).version
+    assert params.get("stop") == (prompts.stop_strings(cfg.dataset.prompt) or None)
     bumped = {**params, "prompt": params["prompt"] + "-next"}
     assert sample_key("m", "d", "p", 0, params, 1) != sample_key("m", "d", "p", 0, bumped, 1)
 
@@ -172,13 +206,87 @@ def test_the_prompt_version_is_a_sampling_param(compose_cfg: Callable[..., DictC
 def test_every_toy_request_carries_the_version_in_its_params_and_key(
     compose_cfg: Callable[..., DictConfig],
 ) -> None:
-    pipeline = Pipeline(compose_cfg("dataset.toy.n_train=4"))
-    requests = pipeline.requests("se")
+    outputs = planned(compose_cfg("dataset.toy.n_train=4"), "sample")
+    requests = outputs["sample"].sets["se"].requests
+    problems = {p.id: p for p in outputs["dataset"].main.splits["train"]}
     assert requests and {r.params["prompt"] for r in requests} == {"toy-v1"}
     for r in requests:
+        assert "stop" not in r.params  # the toy prompt has none: its keys are as before
         assert r.key == sample_key(
             r.model, r.dataset, r.problem_id, r.index, {**r.params, "prompt": "toy-v1"}, r.seed
         )
-        assert r.prompt == prompts.few_shot(
-            "toy", next(p for p in pipeline.problems["train"] if p.id == r.problem_id)
-        )
+        assert r.prompt == prompts.few_shot("toy", problems[r.problem_id])
+
+
+def test_stop_strings_end_every_exemplar_and_are_params_only_when_declared() -> None:
+    """In the rendered few-shot text, each exemplar after the first begins with a stop string, and
+    cutting there leaves the whole of the previous exemplar's answer."""
+    for prompt_id in ("math_4shot", "gsm8k_8shot", "mbpp_3shot"):
+        text, stops = prompts.few_shot(prompt_id, FOREIGN), prompts.stop_strings(prompt_id)
+        shots = list(prompts.template(prompt_id).exemplars)
+        blocks = shot_blocks(prompt_id, shots)
+        for shot, block, following in zip(shots, blocks, blocks[1:], strict=False):
+            joined = block + "\n\n" + following
+            assert joined in text
+            kept, stop = cut_at_stop(joined, stops)
+            assert stop is not None and shot.solution.strip() in kept and len(kept) <= len(block + "\n\n")
+        assert prompts.stop_params(prompt_id) == {"stop": stops}
+    assert prompts.stop_strings("math_4shot") == ["\nProblem:"]
+    assert prompts.stop_strings("gsm8k_8shot") == ["\nQuestion:"]
+    assert prompts.stop_strings("mbpp_3shot")[0] == "[DONE]"
+    assert prompts.stop_params("toy") == {}  # no "stop" key: the toy's sample keys are unchanged
+
+
+@needs_data
+@pytest.mark.parametrize(
+    ("prompt_id", "fmt", "relative"),
+    [
+        ("math_4shot", "math", "math/train.jsonl"),
+        ("math_4shot", "math", "math500/test.jsonl"),
+        ("gsm8k_8shot", "gsm8k", "gsm8k/train.jsonl"),
+        ("mbpp_3shot", "mbpp", "mbpp/mbpp.jsonl"),
+        ("humaneval", "humaneval", "humaneval/HumanEval.jsonl"),
+    ],
+)
+def test_no_reference_solution_holds_its_prompts_stop_strings(prompt_id: str, fmt: str, relative: str) -> None:
+    """A stop string that occurs in right solutions would cut right samples (none of these 16,611 does)."""
+    lines = (SHARED_DATA / relative).read_text(encoding="utf-8").splitlines()
+    stops = prompts.stop_strings(prompt_id)
+    cut = [p.id for p in (FORMATS[fmt](json.loads(line), "train", i) for i, line in enumerate(lines))
+           if cut_at_stop(p.solution, stops)[1] is not None]
+    assert cut == []
+
+
+@pytest.mark.parametrize("prompt_id", ["math_4shot", "gsm8k_8shot", "mbpp_3shot", "humaneval", "toy"])
+def test_messages_render_the_prompt_as_chat_turns(prompt_id: str) -> None:
+    t = prompts.template(prompt_id)
+    zero = prompts.messages(prompt_id, FOREIGN, few_shot=False)
+    assert zero == [{"role": "user", "content": prompts.zero_shot(prompt_id, FOREIGN).strip()}]
+    turns = prompts.messages(prompt_id, FOREIGN, few_shot=True, system="Be brief.")
+    assert turns[0] == {"role": "system", "content": "Be brief."}
+    if t.chat == "one_message":
+        assert turns[1:] == [{"role": "user", "content": prompts.few_shot(prompt_id, FOREIGN).strip()}]
+    else:
+        assert [m["role"] for m in turns[1:]] == ["user", "assistant"] * t.shots + ["user"]
+        for shot, question, answer in zip(t.exemplars, turns[1:-1:2], turns[2::2], strict=True):
+            assert question["content"] == prompts.zero_shot(prompt_id, shot).strip()
+            assert answer["content"] == t.answer.format(solution=shot.solution.strip(), answer=shot.answer).strip()
+        assert turns[-1] == zero[0]
+    assert all(set(m) == {"role", "content"} and m["content"] for m in turns)
+
+
+def test_multi_turn_messages_never_show_the_problem_itself() -> None:
+    shot = prompts.template("gsm8k_8shot").exemplars[2]
+    turns = prompts.messages("gsm8k_8shot", shot, few_shot=True)
+    assert len(turns) == 2 * 7 + 1 and sum(shot.question in m["content"] for m in turns) == 1
+    assert {prompts.template(i).chat for i in ("math_4shot", "gsm8k_8shot", "mbpp_3shot")} == {"multi_turn"}
+
+
+def test_a_request_carries_messages_outside_its_key() -> None:
+    params = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8, **prompts.stop_params("math_4shot")}
+    turns = prompts.messages("math_4shot", FOREIGN, few_shot=True)
+    common = dict(model="m", dataset="d", problem_id="p", index=0, prompt=prompts.few_shot("math_4shot", FOREIGN),
+                  params=params, base_seed=0)
+    chat, plain = SampleRequest.create(**common, messages=turns), SampleRequest.create(**common)
+    assert chat.key == plain.key and plain.messages is None
+    assert chat.messages == tuple(turns) and chat.params["stop"] == ["\nProblem:"]

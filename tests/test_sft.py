@@ -19,7 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from wcse.data import prompts
 from wcse.toy import world
 from wcse.toy.tokenizer import BOS, EOS
-from wcse.train.sft import IGNORE_INDEX, TrainSpec, encode_example, make_collator
+from wcse.train.sft import IGNORE_INDEX, encode_example, make_collator
+from wcse.train.spec import TrainSpec
 
 TOY = Path(__file__).resolve().parents[1] / "wcse/toy/checkpoints/se"
 USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"

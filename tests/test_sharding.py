@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import compose_config
+from wcse import runner
 from wcse.artifacts import MissingArtifact
-from wcse.config import validate
-from wcse.pipeline import Pipeline
 from wcse.sampling.backends import in_shard
+from wcse.settings import validate
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 8])
@@ -33,11 +33,12 @@ def test_sharded_jobs_fill_one_store_then_the_rest_runs(tmp_path: Path) -> None:
     base = ["experiment=toy_tiny", "dataset.toy.n_train=24"]
     for index in range(2):
         cfg = compose_config(tmp_path, *base, "stages=[dataset,sample]", "sampler.shard.count=2", f"sampler.shard.index={index}")
-        summary = Pipeline(cfg).run()
-        assert 0 < summary["sampling"]["se"]["samples"] < 24  # only its slice
+        summary = runner.run(cfg)
+        assert 0 < summary.sampling.models["se"].samples < 24  # only its slice
     with pytest.raises(MissingArtifact, match="every shard"):
         cfg = compose_config(tmp_path / "other", *base, "stages=[dataset,sample,verify]", "sampler.shard.count=2")
-        Pipeline(cfg).run()
-    summary = Pipeline(compose_config(tmp_path, *base, "stages=[dataset,sample,verify,metrics]")).run()
-    assert summary["data"]["se"]["n_samples"] == 24 and summary["data"]["wc"]["n_samples"] == 72
-    assert not [e for e in summary["artifacts"] if e["stage"] == "sample"]  # nothing generated
+        runner.run(cfg)
+    assert not (tmp_path / "other" / "cache" / "samples").exists()  # refused before anything ran
+    summary = runner.run(compose_config(tmp_path, *base, "stages=[dataset,sample,verify,metrics]"))
+    assert summary.data["se"].n_samples == 24 and summary.data["wc"].n_samples == 72
+    assert summary.sampling.models["se"].samples == 24  # all found in the store the shards filled

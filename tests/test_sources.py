@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATA
-from wcse.data.sources import FORMATS, carve_validation, load_split
+from tests.conftest import SHARED_DATA, compose_config
+from wcse.data.registry import load_problems, provenance
+from wcse.data.sources import FORMATS, load_split, seeded_subset, without
 from wcse.records import Problem
 
 DATA = SHARED_DATA
@@ -19,6 +20,8 @@ FILES = [
     ("gsm8k", "train", "gsm8k/train.jsonl", 7473),
     ("math", "train", "math/train.jsonl", 7500),
     ("math", "test", "math500/test.jsonl", 500),
+    ("math", "test", "math/test.jsonl", 5000),
+    ("gsm8k", "test", "gsm8k/test.jsonl", 1319),
     ("humaneval", "test", "humaneval/HumanEval.jsonl", 164),
     ("mbpp", "train", "mbpp/mbpp.jsonl", 974),
 ]
@@ -107,26 +110,63 @@ def test_local_path_wins_over_hub() -> None:
 
 
 @needs_data
-def test_carve_validation_is_seeded_disjoint_and_deterministic() -> None:
+def test_seeded_subset_is_seeded_and_independent_of_input_order() -> None:
     train = _load("gsm8k", "train", "gsm8k/train.jsonl")
-    rest, validation = carve_validation(train, 500, seed=0)
-    assert (len(rest), len(validation)) == (len(train) - 500, 500)
-    assert not {p.id for p in rest} & {p.id for p in validation}
-    assert {p.id for p in rest} | {p.id for p in validation} == {p.id for p in train}
-    again = carve_validation(train, 500, seed=0)
-    assert again == (rest, validation)
-    assert [p.id for p in carve_validation(list(reversed(train)), 500, seed=0)[1]] == [
-        p.id for p in reversed(validation)
+    chosen = seeded_subset(train, 500, seed=0)
+    assert len(chosen) == 500 and len({p.id for p in chosen}) == 500
+    assert seeded_subset(train, 500, seed=0) == chosen
+    assert [p.id for p in seeded_subset(list(reversed(train)), 500, seed=0)] == [
+        p.id for p in reversed(chosen)
     ]  # the same problems however the input is ordered, returned in input order
-    assert {p.id for p in carve_validation(train, 500, seed=1)[1]} != {p.id for p in validation}
+    assert {p.id for p in seeded_subset(train, 500, seed=1)} != {p.id for p in chosen}
 
 
-def test_carve_validation_bounds() -> None:
-    train = [Problem(id=f"p{i}", question="q", answer="1") for i in range(5)]
-    assert carve_validation(train, 0, seed=0) == (train, [])
-    assert carve_validation(train, 5, seed=0) == ([], train)
-    with pytest.raises(ValueError, match="validation size 6"):
-        carve_validation(train, 6, seed=0)
+def test_seeded_subset_bounds() -> None:
+    problems = [Problem(id=f"p{i}", question="q", answer="1") for i in range(5)]
+    assert seeded_subset(problems, 0, seed=0) == []
+    assert seeded_subset(problems, 5, seed=0) == problems
+    with pytest.raises(ValueError, match="subset size 6"):
+        seeded_subset(problems, 6, seed=0)
+
+
+def test_without_matches_by_id_or_by_question_text() -> None:
+    a = Problem(id="test/algebra/1.json", question="What is  $1+1$?", answer="2")
+    b = Problem(id="math-test-7", question="What is $1+1$?\n", answer="2")  # the hub's copy: no unique_id
+    c = Problem(id="test/algebra/2.json", question="What is $2+2$?", answer="4")
+    assert without([a, c], [b]) == [c] and without([b, c], [a]) == [c] and without([a], [c]) == [a]
+
+
+@needs_data
+def test_the_papers_splits(tmp_path: Path) -> None:
+    """App. B of the paper: MATH 7,500 / 500 / 500 (validation from MATH test outside MATH-500),
+    GSM8K 6,973 / 500 / 1,319 (validation carved from its 7,473 train problems): disjoint by id
+    and by question, and each split says where it came from."""
+    sizes = {"math": (7500, 500, 500), "gsm8k": (6973, 500, 1319), "mbpp": (874, 100, 164)}
+    for name, expected in sizes.items():
+        cfg = compose_config(tmp_path, f"dataset={name}", f"paths.data_dir={DATA}").dataset
+        splits = load_problems(cfg)
+        assert tuple(len(splits[s]) for s in ("train", "validation", "test")) == expected
+        ids = {s: {p.id for p in splits[s]} for s in splits}
+        assert not ids["train"] & ids["validation"] and not ids["validation"] & ids["test"]
+        assert load_problems(cfg) == splits  # seeded
+        where = provenance(cfg)
+        assert where["validation"].endswith(f"seeded subset of {expected[1]} (seed 0)")
+    math = compose_config(tmp_path, "dataset=math", f"paths.data_dir={DATA}").dataset
+    splits = load_problems(math)
+    assert all(p.id.startswith("test/") for p in splits["validation"])  # MATH test, never MATH-500
+    assert not {" ".join(p.question.split()) for p in splits["validation"]} & {
+        " ".join(p.question.split()) for p in splits["test"]
+    }
+    assert provenance(math)["validation"] == f"{DATA}/math/test.jsonl, minus test, seeded subset of 500 (seed 0)"
+
+
+def test_an_exclude_cycle_or_unknown_split_is_an_error(tmp_path: Path) -> None:
+    cfg = compose_config(tmp_path, "dataset=gsm8k", "dataset.validation.exclude=[train]").dataset
+    with pytest.raises(ValueError, match="form a cycle"):
+        load_problems(cfg)
+    cfg = compose_config(tmp_path, "dataset=gsm8k", "dataset.test.exclude=[dev]").dataset
+    with pytest.raises(ValueError, match=r"test.exclude=\['dev'\]"):
+        load_problems(cfg)
 
 
 def test_missing_file_is_an_error_not_a_hub_fallback(tmp_path: Path) -> None:

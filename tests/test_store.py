@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_hf_sampler import PROMPTS, make_requests, save_tiny_model
 
-from wcse.records import Sample
+from wcse.records import Sample, to_json
 from wcse.sampling.hf import HFSampler
 from wcse.sampling.store import SampleRequest, SampleStore, ensure_samples, sample_key, sample_seed
 
@@ -145,3 +145,18 @@ def test_corrupt_shard_is_set_aside_and_its_valid_lines_kept(tmp_path: Path, cap
     assert good.with_suffix(".corrupt").exists() and not good.exists()  # kept for inspection
     assert f"{good.name}:2: invalid JSON" in caplog.text  # the warning names file and line
     assert SampleStore(tmp_path).keys() == {json.loads(first)["key"]}  # repaired on disk
+
+
+def test_a_store_written_before_stop_strings_still_loads(tmp_path: Path) -> None:
+    """Records from before ``stop_string`` existed lack the key: they load with None, and a
+    record of today round-trips its stop string."""
+    request = make_requests(PROMPTS[:1])[0]
+    old = {k: v for k, v in json.loads(to_json(record(request))).items() if k != "stop_string"}
+    (tmp_path / "shard-20240101T000000000000Z-old.jsonl").write_text(json.dumps(old) + "\n", encoding="utf-8")
+    (loaded,) = SampleStore(tmp_path).load()
+    assert loaded.stop_string is None and loaded.text == loaded.response == "seven" and loaded.finished
+    stopped = replace(record(make_requests(PROMPTS[:2])[1]), stop_string="\nQuestion:")
+    SampleStore(tmp_path).append([stopped])
+    assert {s.key: s.stop_string for s in SampleStore(tmp_path).load()} == {
+        request.key: None, stopped.key: "\nQuestion:"
+    }

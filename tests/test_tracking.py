@@ -25,8 +25,9 @@ import pytest
 from wandb.proto import wandb_internal_pb2 as pb
 
 from tests.conftest import ROOT, compose_config
-from wcse.config import validate
-from wcse.pipeline import Pipeline
+from wcse import runner
+from wcse.settings import validate
+from wcse.summary import RunSummary
 from wcse.tracking import SAMPLE_COLUMNS, SAMPLE_ROWS, SERIES, arm_metrics, group_name, track
 
 BLOCK, HEADER = 32768, 7  # the leveldb log format wandb writes: 32 KiB blocks, 7-byte record headers
@@ -142,7 +143,7 @@ def wandb_env(tmp_path_factory, wandb_server) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory, wandb_env) -> tuple[Path, dict]:
+def tracked(tmp_path_factory, wandb_env) -> tuple[Path, RunSummary]:
     """A real toy job (w2s: the SE model finetuned on WC and on SE data), tracked as the app does."""
     root = tmp_path_factory.mktemp("tracked")
     cfg = compose_config(
@@ -155,7 +156,7 @@ def tracked(tmp_path_factory, wandb_env) -> tuple[Path, dict]:
         "transfer.toy.n_test=10",
     )
     validate(cfg)
-    summary = Pipeline(cfg).run()
+    summary = runner.run(cfg)
     track(cfg, summary)
     return root, summary
 
@@ -174,14 +175,15 @@ def test_every_arm_gets_a_run_grouped_and_tagged(tracked) -> None:
 
 
 def test_runs_carry_the_summary_metrics(tracked) -> None:
-    _, summary = tracked
+    _, typed = tracked
+    summary = typed.model_dump(by_alias=True)  # wandb's keys are the summary's JSON names
     for arm, r in offline_runs(tracked[0] / "run").items():
-        expected = arm_metrics(summary, arm)
+        expected = arm_metrics(typed, arm)
         assert {k: r.summary.get(k) for k in expected} == expected
         result, data, train = summary["finetune"]["arms"][arm], summary["data"][arm], summary["train"][arm]
         assert r.summary["eval/pass@1"] == result["pass@1"]
         interval = [r.summary["eval/pass@1_interval/low"], r.summary["eval/pass@1_interval/high"]]
-        assert interval == result["pass@1_interval"]
+        assert interval == list(result["pass@1_interval"])
         assert r.summary["eval/per_level/1/value"] == result["per_level"]["1"]["value"]
         assert r.summary["eval/fpr/value"] == result["fpr"]["value"]
         best = result["checkpoint_selection"]["best"]
@@ -192,7 +194,7 @@ def test_runs_carry_the_summary_metrics(tracked) -> None:
         assert r.summary["data/coverage"] == data["coverage"] and r.summary["data/k"] == data["k"]
         assert r.summary["data/diversity_by_rule/computation"] == data["diversity_by_rule"]["computation"]
         assert r.summary["data/fpr/high"] == data["fpr"]["high"]
-        assert r.summary["sampling/flops"] == summary["sampling"][arm]["flops"]
+        assert r.summary["sampling/flops"] == summary["sampling"]["models"][arm]["flops"]
         assert r.summary["train/tokens_per_second"] == train["tokens_per_second"]
         assert r.summary["train/data/by_source/" + arm] == train["data"]["rows"]
         assert r.summary["budget/wc_samples"] == 3 and r.summary["budget/se_samples"] == 1
@@ -207,7 +209,7 @@ def test_a_mixed_arm_has_no_data_metrics_of_its_own(tracked) -> None:
 
 
 def test_runs_carry_the_curves(tracked) -> None:
-    _, summary = tracked
+    summary = tracked[1].model_dump(by_alias=True)
     for arm, r in offline_runs(tracked[0] / "run").items():
         assert r.step_metrics == SERIES
         metrics = json.loads((Path(summary["train"][arm]["dir"]) / "metrics.json").read_text())
@@ -219,7 +221,7 @@ def test_runs_carry_the_curves(tracked) -> None:
 
 
 def test_runs_carry_a_table_of_evaluation_outputs(tracked) -> None:
-    _, summary = tracked
+    summary = tracked[1].model_dump(by_alias=True)
     for arm, r in offline_runs(tracked[0] / "run").items():
         table = r.table("eval/samples")
         assert table["columns"] == SAMPLE_COLUMNS
@@ -243,7 +245,10 @@ def test_group_is_the_logger_group_when_set(compose_cfg) -> None:
 
 def test_a_tracking_failure_is_logged_and_the_job_goes_on(compose_cfg, wandb_env, caplog) -> None:
     cfg = compose_cfg("logger=wandb", "setup.arms=[wc]")
-    summary = {"train": {"wc": {"dir": str(Path(cfg.paths.run_dir) / "no-such-training")}}}
+    train = {"train_loss": 1.0, "steps": 1, "n_examples": 1, "train_seconds": 1.0, "tokens_per_second": 1.0,
+             "mfu": None, "world_size": 1, "data": {"rows": 1, "by_source": {"wc": 1}},
+             "dir": str(Path(cfg.paths.run_dir) / "no-such-training")}
+    summary = RunSummary.parse({"version": 2, "train": {"wc": train}})
     with caplog.at_level(logging.ERROR, logger="wcse.tracking"):
         track(cfg, summary)  # metrics.json is missing: the run fails, the job does not
     assert "wandb tracking failed" in caplog.text and "FileNotFoundError" in caplog.text
@@ -255,10 +260,10 @@ def test_an_offline_job_never_contacts_the_server(tracked, wandb_env, wandb_serv
     """The real job's runs again, in a process of their own: what wandb sends at exit counts too."""
     root, _ = tracked
     script = (
-        "import json, sys; from pathlib import Path; from tests.conftest import compose_config; "
-        "from wcse.tracking import track; "
+        "import sys; from pathlib import Path; from tests.conftest import compose_config; "
+        "from wcse.summary import RunSummary; from wcse.tracking import track; "
         "cfg = compose_config(Path(sys.argv[1]), 'experiment=toy_tiny', 'logger=wandb'); "
-        "track(cfg, json.loads(Path(sys.argv[2]).read_text()))"
+        "track(cfg, RunSummary.read(Path(sys.argv[2])))"
     )
     command = [sys.executable, "-c", script, str(tmp_path), str(root / "run" / "summary.json")]
     out = subprocess.run(command, cwd=ROOT, env={**os.environ, **wandb_env}, capture_output=True, text=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 import sys
 from pathlib import Path
@@ -12,12 +13,20 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
+from tests.test_models import COMMIT_A, COMMIT_B, GEMMA2, hub_cache, save_llama, tokenizer_without_pad
 from wcse.toy import tokenizer as toy_tokenizer
 from wcse.toy import world
 from wcse.train.launch import command, run_training
-from wcse.train.sft import TrainSpec
+from wcse.train.spec import TrainSpec
 from wcse.train.worker import checkpoint_steps, merged_weights, peak_bf16_tflops
 
 ZERO2 = {
@@ -81,6 +90,7 @@ def test_deepspeed_zero2_finetune(toy: tuple[Path, Path], tmp_path: Path) -> Non
     metrics = run_training(spec, log_path=tmp_path / "train.log")
     _check_metrics(metrics, tmp_path / "run", steps=5)
     assert "zero" in (tmp_path / "train.log").read_text().lower()  # DeepSpeed really ran
+    assert (metrics["attn_implementation"], metrics["gradient_checkpointing"]) == ("sdpa", False)  # Llama's default
 
     trained = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
     initial = AutoModelForCausalLM.from_pretrained(base)
@@ -96,9 +106,10 @@ def test_pretrain_from_init_config(toy: tuple[Path, Path], tmp_path: Path) -> No
     base, data = toy
     spec = TrainSpec(output_dir=str(tmp_path / "run"), data_path=str(data), init_config=tiny_config(152),
                      tokenizer_path=str(base), max_steps=4, per_device_batch_size=4, learning_rate=1e-2,
-                     logging_steps=1)
+                     logging_steps=1, attn_implementation="eager", gradient_checkpointing=True)
     metrics = run_training(spec)
     _check_metrics(metrics, tmp_path / "run", steps=4)
+    assert (metrics["attn_implementation"], metrics["gradient_checkpointing"]) == ("eager", True)  # as configured
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
     assert model.config.hidden_size == 64
 
@@ -171,3 +182,50 @@ def test_an_output_dir_of_another_spec_is_refused(toy: tuple[Path, Path], tmp_pa
     spec.learning_rate = 1e-3
     with pytest.raises(ValueError, match="another TrainSpec"):
         run_training(spec)
+
+
+@pytest.mark.slow
+def test_gemma2_trains_with_eager_attention_and_the_same_loss_with_gradient_checkpointing(
+    toy: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A soft-capping model loads with eager attention by default (sdpa would drop the cap), and
+    recomputing activations changes the memory, not the numbers: the same losses and weights."""
+    base = tmp_path / "gemma2"
+    torch.manual_seed(0)
+    Gemma2ForCausalLM(Gemma2Config(**GEMMA2)).save_pretrained(base)
+    AutoTokenizer.from_pretrained(toy[0]).save_pretrained(base)
+    runs = {}
+    for checkpointing in (False, True):
+        spec = TrainSpec(output_dir=str(tmp_path / f"gc-{checkpointing}"), data_path=str(toy[1]), base_model=str(base),
+                         max_steps=4, per_device_batch_size=8, learning_rate=1e-2, warmup_ratio=0.0, logging_steps=1,
+                         gradient_checkpointing=checkpointing)
+        runs[checkpointing] = run_training(spec)
+        assert runs[checkpointing]["attn_implementation"] == "eager"
+        assert runs[checkpointing]["gradient_checkpointing"] is checkpointing
+    losses = {gc: [e["loss"] for e in m["loss_history"]] for gc, m in runs.items()}
+    assert losses[True] == pytest.approx(losses[False], rel=1e-6) and losses[False][-1] < losses[False][0]
+    plain, recomputed = (AutoModelForCausalLM.from_pretrained(tmp_path / f"gc-{gc}" / "model").state_dict()
+                         for gc in (False, True))
+    for key in plain:
+        torch.testing.assert_close(recomputed[key], plain[key])
+
+
+def test_a_pinned_hub_model_without_pad_token_finetunes(
+    toy: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``org/tiny@<commit>`` trains the weights of that commit, not main's; its tokenizer has no pad
+    token (as Llama-3 base's has none), so EOS pads, with a warning, and the saved tokenizer keeps it."""
+    main = save_llama(tmp_path / "main", layers=1)
+    pinned = save_llama(tmp_path / "pinned", layers=2, tokenizer=tokenizer_without_pad())
+    cache = hub_cache(tmp_path / "hub", "org/tiny", {COMMIT_A: main, COMMIT_B: pinned}, {"main": COMMIT_A})
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))  # the worker's hub: this cache, offline
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = TrainSpec(output_dir=str(tmp_path / "run"), data_path=str(toy[1]), base_model=f"org/tiny@{COMMIT_B}",
+                     max_steps=3, per_device_batch_size=4, learning_rate=1e-2, warmup_ratio=0.0, logging_steps=1)
+    metrics = run_training(spec, log_path=tmp_path / "train.log")
+    assert f"tokenizer of org/tiny@{COMMIT_B} has no pad token: padding with '</s>' (eos)" in (
+        tmp_path / "train.log").read_text()
+    assert metrics["steps"] == 3 and all(map(math.isfinite, (e["loss"] for e in metrics["loss_history"])))
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model").config.num_hidden_layers == 2
+    saved = AutoTokenizer.from_pretrained(tmp_path / "run" / "model")
+    assert (saved.pad_token, saved.pad_token_id) == ("</s>", saved.eos_token_id)

@@ -1,5 +1,6 @@
 """VLLMSampler on the shipped toy checkpoint: HF's record schema, per-seed determinism, greedy parity
-with HFSampler, token accounting, and an engine lifetime that ends at ``close()``.
+with HFSampler, token accounting, and an engine lifetime that ends at ``close()``; stop strings on
+the hand-set bigram model and on SmolLM2 with the real 8-shot GSM8K prompt, cut as HFSampler cuts.
 
 Tests that start an engine are ``slow`` and share one module-scoped engine (~25 s to start on 2 cores).
 """
@@ -17,7 +18,9 @@ from transformers import AutoTokenizer
 
 pytest.importorskip("vllm")
 
-from wcse.records import Sample  # noqa: E402
+from tests.conftest import SHARED_DATA  # noqa: E402
+from tests.test_stops import EXPECTED, bigram_requests, gsm8k_requests, outcome, save_bigram_model  # noqa: E402
+from wcse.records import Sample, cut_at_stop  # noqa: E402
 from wcse.sampling.hf import HFSampler  # noqa: E402
 from wcse.sampling.store import SampleRequest  # noqa: E402
 from wcse.sampling.vllm_backend import VLLMSampler, sampling_params, set_cpu_defaults  # noqa: E402
@@ -63,6 +66,9 @@ def test_sampling_params_come_from_the_request() -> None:
     assert len({p.seed for p in built}) == 4
     (greedy,) = [sampling_params(r) for r in make_requests(1, temperature=0.0)]
     assert greedy.temperature == 0.0 and greedy.sampling_type.name == "GREEDY"
+    assert (greedy.stop, greedy.detokenize) == ([], False)  # no stop strings: ids are decoded here only
+    stopped = sampling_params(bigram_requests(stop=True)[0])
+    assert (stopped.stop, stopped.detokenize, stopped.include_stop_str_in_output) == (["\nProblem:"], True, False)
 
 
 def test_cpu_defaults_use_every_allowed_cpu_and_keep_explicit_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,3 +187,35 @@ def test_close_frees_the_engine_so_another_can_start() -> None:
     first.close()  # idempotent
     with VLLMSampler(str(CHECKPOINT), **ENGINE) as second:
         assert [s.text for s in second.generate(requests)] == expected
+
+
+@pytest.mark.slow
+def test_rows_stop_at_their_stop_strings_as_in_hf(tmp_path: Path) -> None:
+    """The bigram model's rows (stop string across pieces, starting and ending inside one; EOS;
+    the token limit) give HFSampler's records exactly: same text, token count, finish, stop string."""
+    path = save_bigram_model(tmp_path / "bigram")
+    hf = HFSampler(str(path), device="cpu").generate(bigram_requests(stop=True))
+    assert [outcome(s) for s in hf] == list(EXPECTED.values())
+    with VLLMSampler(str(path), **ENGINE) as sampler:
+        ours = sampler.generate(bigram_requests(stop=True))
+        run_on = sampler.generate(bigram_requests(stop=False))
+    assert [outcome(s) for s in ours] == list(EXPECTED.values())
+    assert [s.finish_reason for s in run_on] == ["length", "length", "stop", "length"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"benchmark files not found in {SHARED_DATA}")
+def test_smollm2_is_cut_at_the_next_question_as_in_hf(smollm2: Path) -> None:
+    """SmolLM2 with the 8-shot GSM8K prompt, greedy: vLLM ends a run-on at "\nQuestion:" like HF.
+    Kernels differ (see the greedy test above), so the records agree where the tokens do, and a
+    stopped sample's text is always its run-on text cut at the stop string."""
+    with VLLMSampler(str(smollm2), max_model_len=2048, enforce_eager=True, dtype="float32") as sampler:
+        ours, run_on = sampler.generate(gsm8k_requests(stop=True)), sampler.generate(gsm8k_requests(stop=False))
+    theirs = HFSampler(str(smollm2), batch_size=4, device="cpu").generate(gsm8k_requests(stop=True))
+    assert {s.stop_string for s in ours} >= {"\nQuestion:"}
+    for stopped, before in zip(ours, run_on, strict=True):
+        assert stopped.text == cut_at_stop(before.text, ["\nQuestion:"])[0]
+        assert stopped.generated_tokens <= before.generated_tokens
+    agree = sum(outcome(v) == outcome(h) for v, h in zip(ours, theirs, strict=True))
+    print(f"SmolLM2 few-shot, stop strings: vLLM and HF records agree on {agree}/{len(ours)}")
+    assert agree >= len(ours) - 1

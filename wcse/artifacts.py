@@ -6,7 +6,8 @@ built in a temporary sibling directory and published with an atomic rename, toge
 ``manifest.json`` listing every file's size and SHA-256: a crash never leaves a half-built
 artifact behind, and a damaged one (a truncated file, a byte flipped on disk) fails
 validation and is rebuilt instead of being used. A file lock per key keeps concurrent sweep
-jobs from building the same artifact twice.
+jobs from building the same artifact twice; a job waiting for it reports who holds it and
+gives up after ``lock_timeout_s`` (:class:`wcse.locks.HeldLock`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from wcse.errors import WcseError
+from wcse.locks import HeldLock
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ MANIFEST = "manifest.json"
 HASH_LIMIT_BYTES = 256 * 2**20
 
 
-class MissingArtifact(RuntimeError):
+class MissingArtifact(WcseError, RuntimeError):
     """An upstream artifact is absent and its stage was not selected to build it."""
 
 
@@ -55,11 +57,13 @@ def _fingerprint(path: Path) -> dict[str, Any]:
 
 
 class Cache:
-    """The artifact store under ``root``; ``allowed`` names the stages this run may build."""
+    """The artifact store under ``root``; ``allowed`` names the stages this run may build;
+    ``lock_timeout_s`` bounds the wait for another process's lock (None: no bound)."""
 
-    def __init__(self, root: Path | str, allowed: set[str] | None = None) -> None:
+    def __init__(self, root: Path | str, allowed: set[str] | None = None, lock_timeout_s: float | None = None) -> None:
         self.root = Path(root).expanduser()
         self.allowed = allowed
+        self.lock_timeout_s = lock_timeout_s
         self.events: list[dict[str, Any]] = []  # what was built or reused, for the summary
 
     def path(self, stage: str, payload: Mapping[str, Any]) -> Path:
@@ -108,7 +112,7 @@ class Cache:
                 f"add it, e.g. stages=[{stage},...]"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock"):
+        with HeldLock(str(path) + ".lock", timeout_s=self.lock_timeout_s):
             if self.valid(path):  # another job built it while we waited for the lock
                 self.events.append({"stage": stage, "label": label, "path": str(path), "cached": True})
                 return path

@@ -115,12 +115,13 @@ def nominal_flops(
 
 @dataclass(frozen=True)
 class Cost:
-    """What sampling actually spent, from the token counts logged with each sample."""
+    """What sampling actually spent, from the token counts logged with each sample (for API
+    models, the usage the server reported: what was billed)."""
 
     samples: int
     prompt_tokens: int
     generated_tokens: int
-    flops: float
+    flops: float | None  # None when the model's size is unknown (API models)
     dollars: float | None  # None when no price was given
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,13 +131,15 @@ class Cost:
 def realised_cost(
     samples: Iterable[Sample],
     *,
-    params: float,
+    params: float | None,
     price_in_per_mtok: float | None = None,
     price_out_per_mtok: float | None = None,
 ) -> Cost:
     """FLOPs count the prompt too (2P per token, Kaplan et al.): the matched budget only holds if
-    generations have similar lengths, and this is the check."""
-    _exact(params, "params")
+    generations have similar lengths, and this is the check. ``params=None`` (a model of unknown
+    size, e.g. Gemini) gives ``flops=None``: its cost is known in dollars only."""
+    if params is not None:
+        _exact(params, "params")
     if price_out_per_mtok is None and price_in_per_mtok is not None:
         raise ValueError(
             "price_in_per_mtok given without price_out_per_mtok; output tokens are what is priced"
@@ -152,4 +155,44 @@ def realised_cost(
     dollars = None
     if price_out_per_mtok is not None:
         dollars = prompt * (price_in_per_mtok or 0.0) / 1e6 + generated * price_out_per_mtok / 1e6
-    return Cost(count, prompt, generated, 2.0 * params * (prompt + generated), dollars)
+    flops = None if params is None else 2.0 * params * (prompt + generated)
+    return Cost(count, prompt, generated, flops, dollars)
+
+
+# The unit a budget mode matches: the realised WC/SE ratio in it should be close to 1.
+MATCHED_UNIT = {"compute": "flops", "price": "dollars"}
+
+
+def realised_ratio(wc: Cost, se: Cost, unit: str) -> float | None:
+    """WC's realised cost over SE's in ``unit`` ("flops" or "dollars"); None where either is
+    unknown (no size, no price) or SE spent nothing."""
+    if unit not in ("flops", "dollars"):
+        raise ValueError(f"unit must be 'flops' or 'dollars', got {unit!r}")
+    a, b = getattr(wc, unit), getattr(se, unit)
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def check_prices(
+    where: str,
+    *,
+    price_in_per_mtok: float | None,
+    price_out_per_mtok: float | None,
+    prices_date: str | None,
+    prices_source: str | None,
+) -> None:
+    """A model's price table: both prices or neither, and with them the date and source they were
+    read from (prices change: a dollar figure without them cannot be checked). ``where`` names
+    the config node (e.g. ``model_pair.wc``) in the error."""
+    prices = {"price_in_per_mtok": price_in_per_mtok, "price_out_per_mtok": price_out_per_mtok}
+    provenance = {"prices_date": prices_date, "prices_source": prices_source}
+    if all(v is None for v in prices.values()):
+        given = [k for k, v in provenance.items() if v is not None]
+        if given:
+            raise ValueError(f"{where}: {given} given without prices")
+        return
+    missing = [k for k, v in {**prices, **provenance}.items() if v is None or v == ""]
+    if missing:
+        raise ValueError(f"{where}: a priced model needs {missing} too (input and output prices, their date and source)")
+    for name, price in prices.items():
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price < 0:
+            raise ValueError(f"{where}.{name} must be a finite number >= 0, got {price!r}")

@@ -10,16 +10,19 @@ the extracted answer as written; a tie goes to the answer given first.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from wcse.data import prompts
-from wcse.metrics import Rate, wilson_interval
 from wcse.records import Problem, Sample, Verdict, write_jsonl
+from wcse.sampling.backends import open_sampler
 from wcse.sampling.store import SampleRequest
-from wcse.verify.verifier import verify_samples
+from wcse.stats import wilson_interval
+from wcse.summary import Rate
+from wcse.verify.verifier import verify_samples, verify_settings
 
 
 def eval_requests(
@@ -91,35 +94,56 @@ def score(problems: Sequence[Problem], verdicts: Sequence[Verdict], maj_ks: Sequ
         "n_problems": len(by_problem),
         "pass@1": n_correct / max(1, len(verdicts)),
         "pass@1_interval": list(wilson_interval(n_correct, len(verdicts))),
-        **{f"maj@{k}": maj_at_k(by_problem, k) for k in maj_ks},
-        "per_level": {k: Rate.of(sum(c), len(c)).to_dict() for k, c in sorted(by_level.items())},
-        "per_subject": {k: Rate.of(sum(c), len(c)).to_dict() for k, c in sorted(by_subject.items())},
-        "fpr": Rate.of(sum(not v.steps_correct for v in checked), len(checked)).to_dict(),
+        "maj": {str(k): maj_at_k(by_problem, k) for k in maj_ks},
+        "per_level": {k: Rate.of(sum(c), len(c)).model_dump() for k, c in sorted(by_level.items())},
+        "per_subject": {k: Rate.of(sum(c), len(c)).model_dump() for k, c in sorted(by_subject.items())},
+        "fpr": Rate.of(sum(not v.steps_correct for v in checked), len(checked)).model_dump(),
         "status": {s: sum(v.status == s for v in verdicts) for s in sorted({v.status for v in verdicts})},
     }
 
 
-def evaluate(
-    open_model: Callable[[], AbstractContextManager[Any]],
-    requests: Sequence[SampleRequest],
-    problems: Sequence[Problem],
-    fmt: str,
-    out_dir: Path,
-    maj_ks: Sequence[int] = (),
-    check_steps: Callable[[list[Sample], list[Verdict]], list[Verdict]] | None = None,
-    **verify_settings: Any,
-) -> dict[str, Any]:
-    """Generate, verify (lenient, as for evaluation) and score; keep the raw outputs for inspection.
+class Evaluator:
+    """Scores a model on a split of one dataset: zero-shot requests, generation, lenient
+    verification, pass@1 / maj@k and, where a "steps" judge is configured and no exact checker
+    is, the FPR of the model's correct answers.
 
-    The model's engine is closed before ``check_steps`` (an LLM judge of the reasoning behind the
-    correct answers, for their FPR) runs, so two models never hold the accelerator at once.
-    ``verify_settings``: the verifier pool's (wcse.verify.verifier.check_all).
+    The model's engine is closed before the judge runs, so two models never hold the
+    accelerator at once. Finetuned targets are local models: a run that samples through an API
+    (``sampler=openai``) evaluates them with the hf backend.
     """
-    with open_model() as sampler:
-        samples: list[Sample] = sampler.generate(requests)
-    verdicts = verify_samples(fmt, {p.id: p for p in problems}, samples, "lenient", desc="evaluate", **verify_settings)
-    if check_steps is not None:
-        verdicts = check_steps(samples, verdicts)
-    write_jsonl(out_dir / "samples.jsonl", samples)
-    write_jsonl(out_dir / "verdicts.jsonl", verdicts)
-    return score(problems, verdicts, maj_ks)
+
+    def __init__(self, cfg: Any, dataset: Any, judge: Any | None = None) -> None:
+        self.cfg, self.dataset, self.judge = cfg, dataset, judge
+        e = cfg.evaluator
+        self.params = {
+            "temperature": e.temperature,
+            "top_p": 1.0,
+            "max_new_tokens": e.max_new_tokens,
+            **prompts.stop_params(dataset.cfg.prompt),
+        }
+        backend = "hf" if cfg.sampler.backend == "openai" else cfg.sampler.backend
+        self.sampler_cfg = OmegaConf.merge(cfg.sampler, {"backend": backend})
+
+    def problems(self, split: str) -> list[Problem]:
+        problems = self.dataset.splits[split]
+        limit = self.cfg.evaluator.limit
+        return problems[:limit] if limit else problems
+
+    def score(
+        self, model_path: str, model_id: str, out_dir: Path, split: str, attn_implementation: str | None = None
+    ) -> dict[str, Any]:
+        """Generate, verify and score; the raw outputs stay in ``out_dir`` for inspection."""
+        e = self.cfg.evaluator
+        problems = self.problems(split)
+        requests = eval_requests(model_id, self.dataset.id, self.dataset.cfg.prompt, problems, self.params, self.cfg.seed, e.samples)
+        with open_sampler(self.sampler_cfg, model_path, batch_size=e.batch_size, attn_implementation=attn_implementation) as sampler:
+            samples: list[Sample] = sampler.generate(requests)
+        by_id = {p.id: p for p in problems}
+        verdicts = verify_samples(
+            self.dataset.cfg.format, by_id, samples, "lenient", desc="evaluate", **verify_settings(self.cfg)
+        )
+        if self.judge is not None and self.judge.judges_steps:
+            verdicts = self.judge.steps(samples, verdicts, by_id, self.dataset.id)
+        write_jsonl(out_dir / "samples.jsonl", samples)
+        write_jsonl(out_dir / "verdicts.jsonl", verdicts)
+        return score(problems, verdicts, e.maj_ks)

@@ -17,11 +17,12 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from wcse.records import Sample, Verdict
+from wcse.summary import Rate
 
 
 def normalize_text(text: str) -> str:
@@ -78,38 +79,6 @@ def diversity_at_k(
     return sum(coverage_at_k(n, m, k) for m in counts.values())
 
 
-def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval: unlike p +- z*se it stays inside [0, 1] and is not empty at 0/n or n/n."""
-    if not 0 <= successes <= total:
-        raise ValueError(f"need 0 <= successes <= total, got {successes}/{total}")
-    if total == 0:
-        return (0.0, 1.0)
-    p = successes / total
-    denom = 1.0 + z * z / total
-    center = (p + z * z / (2 * total)) / denom
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    # at 0/n and n/n rounding can put a bound a hair past p; the interval must hold its estimate
-    return (min(p, max(0.0, center - half)), max(p, min(1.0, center + half)))
-
-
-@dataclass(frozen=True)
-class Rate:
-    """A proportion with its 95% interval and denominator, so small samples show as such."""
-
-    value: float | None  # None when n == 0
-    low: float
-    high: float
-    n: int
-
-    @classmethod
-    def of(cls, successes: int, total: int) -> Rate:
-        low, high = wilson_interval(successes, total)
-        return cls(successes / total if total else None, low, high, total)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 @dataclass
 class _Problem:
     """One problem's judged samples, reduced to what the metrics need."""
@@ -147,7 +116,7 @@ def _summary(problems: Sequence[_Problem], k: int, rules: Mapping[str, Callable[
         "coverage": _mean_coverage(problems, k),
         "diversity": next(iter(diversity.values())),  # the first rule is the headline figure
         "diversity_by_rule": diversity,
-        "fpr": Rate.of(steps.count(False), len(steps)).to_dict(),
+        "fpr": Rate.of(steps.count(False), len(steps)).model_dump(),
     }
 
 
@@ -177,7 +146,7 @@ def _judged_problems(samples: Sequence[Sample], verdicts: Sequence[Verdict], k: 
         problem = problems[verdict.problem_id]
         problem.n += 1
         if verdict.correct:
-            problem.correct_texts.append(sample.text)
+            problem.correct_texts.append(sample.response)
             if verdict.steps_correct is not None:
                 problem.steps.append(verdict.steps_correct)
     if not problems:

@@ -15,12 +15,13 @@ reads two, so it has no ``data``/``sampling``/``filter`` keys, its composition i
 
 - series: ``train/loss`` and ``val/pass@1`` (checkpoint selection) against ``train/step``;
   ``data/coverage@k`` against ``data/k`` (the coverage curve)
-- ``data/*``, ``sampling/*``, ``filter/*``: ``summary[section][src]`` (coverage, diversity and
-  ``diversity_by_rule``, FPR with its interval, per level/subject; cost; verification counts)
-- ``train/*``: ``summary["train"][arm]`` (final loss, steps, tokens/s, MFU, data composition)
-- ``eval/*``: ``summary["finetune"]["arms"][arm]`` (pass@1 with ``pass@1_interval/{low,high}``,
-  maj@k, per level/subject, FPR, selected checkpoint; ``eval/transfer/*`` the same on the transfer
-  set) and ``eval/base_pass@1``, ``eval/base_transfer_pass@1`` (the untuned target)
+- ``data/*``, ``sampling/*``, ``filter/*``: the summary's ``data[src]``, ``sampling.models[src]``,
+  ``filter.models[src]`` (coverage, diversity and ``diversity_by_rule``, FPR with its interval, per
+  level/subject; cost; verification counts)
+- ``train/*``: ``train[arm]`` (final loss, steps, tokens/s, MFU, data composition)
+- ``eval/*``: ``finetune.arms[arm]`` (pass@1 with ``pass@1_interval/{low,high}``, ``maj/<k>``, per
+  level/subject, FPR, selected checkpoint; ``eval/transfer/*`` the same on the transfer set) and
+  ``eval/base_pass@1``, ``eval/base_transfer_pass@1`` (the untuned target)
 - ``budget/*``, ``timing/*``: the job's, identical in every arm's run
 - ``eval/samples``: a table of the first evaluation outputs
 """
@@ -38,6 +39,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from wcse.records import Sample, Verdict, read_jsonl
+from wcse.summary import ArmResult, RunSummary
 from wcse.train.arms import arm_sources
 
 log = logging.getLogger(__name__)
@@ -78,48 +80,59 @@ def _source(arm: str) -> str | None:
     return sources[0] if len(sources) == 1 else None
 
 
-def _result(summary: dict[str, Any], arm: str) -> dict[str, Any]:
-    return summary.get("finetune", {}).get("arms", {}).get(arm, {})
+def _dump(record: Any) -> dict[str, Any]:
+    return {} if record is None else record.model_dump(by_alias=True, exclude_none=True)
 
 
-def arm_metrics(summary: dict[str, Any], arm: str) -> dict[str, float]:
+def _arm(summary: RunSummary, arm: str) -> ArmResult | None:
+    return summary.finetune.arms.get(arm) if summary.finetune is not None else None
+
+
+def arm_metrics(summary: RunSummary, arm: str) -> dict[str, float]:
     """The scalar keys of ``arm``'s run (see the module docstring); sections the job's stages did
     not produce are absent."""
     src = _source(arm)
-    result = dict(_result(summary, arm))
+    result = _dump(_arm(summary, arm))
     if "pass@1_interval" in result:
         result["pass@1_interval"] = dict(zip(("low", "high"), result["pass@1_interval"], strict=True))
-    data = {k: v for k, v in summary.get("data", {}).get(src, {}).items() if k != "coverage_curve"}
-    budget = {**summary.get("budget", {}), **{k: v for k, v in summary.items() if k.startswith("realised_")}}
-    finetune = summary.get("finetune", {})
-    base = summary.get("models", {}).get(finetune.get("target"), {}).get("base", {})
+    data = {k: v for k, v in _dump((summary.data or {}).get(src)).items() if k != "coverage_curve"}
+    sampling = summary.sampling
+    budget = {} if sampling is None else {
+        **_dump(sampling.budget),
+        "realised_flops_ratio_wc_over_se": sampling.realised_flops_ratio_wc_over_se,
+        "realised_dollar_ratio_wc_over_se": sampling.realised_dollar_ratio_wc_over_se,
+    }
+    finetune = summary.finetune
+    base = (summary.models or {}).get(finetune.target) if finetune is not None else None
+    transfer = base.base.transfer if base is not None and base.base is not None else None
     return _flatten(
         {
             "data": data,
-            "sampling": summary.get("sampling", {}).get(src, {}),
-            "filter": summary.get("filter", {}).get(src, {}),
-            "train": summary.get("train", {}).get(arm, {}),
+            "sampling": _dump(sampling.models.get(src)) if sampling is not None else {},
+            "filter": _dump(summary.filter.models.get(src)) if summary.filter is not None else {},
+            "train": _dump((summary.train or {}).get(arm)),
             "eval": {
                 **result,
-                "base_pass@1": finetune.get("base_pass@1"),
-                "base_transfer_pass@1": base.get("transfer", {}).get("pass@1"),
+                "base_pass@1": finetune.base_pass_at_1 if finetune is not None else None,
+                "base_transfer_pass@1": transfer.pass_at_1 if transfer is not None else None,
             },
             "budget": budget,
-            "timing": summary.get("timing_seconds", {}),
+            "timing": summary.timing_seconds,
         }
     )
 
 
-def arm_series(summary: dict[str, Any], arm: str) -> list[dict[str, float]]:
+def arm_series(summary: RunSummary, arm: str) -> list[dict[str, float]]:
     """History rows of ``arm``'s run, one per point of a curve in SERIES."""
-    curve = summary.get("data", {}).get(_source(arm), {}).get("coverage_curve", {})
-    rows = [{"data/k": int(k), "data/coverage@k": v} for k, v in curve.items()]
-    train = summary.get("train", {}).get(arm, {})
-    if "dir" in train:
-        history = json.loads((Path(train["dir"]) / "metrics.json").read_text()).get("loss_history", [])
+    data = (summary.data or {}).get(_source(arm))
+    rows = [{"data/k": int(k), "data/coverage@k": v} for k, v in (data.coverage_curve if data else {}).items()]
+    train = (summary.train or {}).get(arm)
+    if train is not None:
+        history = json.loads((Path(train.dir) / "metrics.json").read_text()).get("loss_history", [])
         rows += [{"train/step": h["step"], "train/loss": h["loss"]} for h in history]
-    checkpoints = _result(summary, arm).get("checkpoint_selection", {}).get("checkpoints", [])
-    rows += [{"train/step": c["step"], "val/pass@1": c["validation_pass@1"]} for c in checkpoints]
+    result = _arm(summary, arm)
+    checkpoints = result.checkpoint_selection.checkpoints if result is not None else []
+    rows += [{"train/step": c.step, "val/pass@1": c.validation_pass_at_1} for c in checkpoints]
     return rows
 
 
@@ -134,7 +147,7 @@ def sample_rows(eval_dir: Path, n: int = SAMPLE_ROWS) -> list[list[Any]]:
     return rows
 
 
-def track(cfg: DictConfig, summary: dict[str, Any]) -> None:
+def track(cfg: DictConfig, summary: RunSummary) -> None:
     """Log the job to the configured tracker (``logger=none``: nothing).
 
     A tracker failure is logged with its traceback and the job still succeeds: its results are in
@@ -151,7 +164,7 @@ def track(cfg: DictConfig, summary: dict[str, Any]) -> None:
         log.exception("wandb tracking failed; the job's results are in %s", summary_path)
 
 
-def _track_wandb(cfg: DictConfig, summary: dict[str, Any]) -> None:
+def _track_wandb(cfg: DictConfig, summary: RunSummary) -> None:
     import wandb  # a second to import: only for jobs that track
 
     group, config = group_name(cfg), OmegaConf.to_container(cfg, resolve=True)
@@ -162,23 +175,31 @@ def _track_wandb(cfg: DictConfig, summary: dict[str, Any]) -> None:
     # runs are written after the fact, so system metrics and console capture would describe this
     # logging step, not the job (and the system monitor probes cloud metadata endpoints).
     wandb.setup(settings=wandb.Settings(mode=cfg.logger.mode, x_disable_stats=True, console="off"))
-    for arm in cfg.setup.arms:
-        with wandb.init(
-            project=cfg.logger.project,
-            group=group,
-            job_type=cfg.setup.name,
-            name="-".join([*names, arm]),
-            tags=[*tags, f"arm:{arm}", *cfg.logger.tags],
-            config={**config, "arm": arm, "paradigm": cfg.setup.paradigm.get(arm)},
-            dir=str(cfg.paths.run_dir),
-        ) as run:
-            for key, step in SERIES.items():
-                run.define_metric(key, step_metric=step)
-            for row in arm_series(summary, arm):
-                run.log(row)
-            eval_dir = _result(summary, arm).get("dir")
-            if eval_dir:
-                table = wandb.Table(columns=SAMPLE_COLUMNS, data=sample_rows(Path(eval_dir)))
-                run.log({"eval/samples": table})
-            run.summary.update(arm_metrics(summary, arm))
-        log.info("wandb: %s run of arm %s (group %s) in %s", cfg.logger.mode, arm, group, run.settings.sync_dir)
+    try:
+        for arm in cfg.setup.arms:
+            with wandb.init(
+                project=cfg.logger.project,
+                group=group,
+                job_type=cfg.setup.name,
+                name="-".join([*names, arm]),
+                tags=[*tags, f"arm:{arm}", *cfg.logger.tags],
+                config={**config, "arm": arm, "paradigm": cfg.setup.paradigm.get(arm)},
+                dir=str(cfg.paths.run_dir),
+            ) as run:
+                for key, step in SERIES.items():
+                    run.define_metric(key, step_metric=step)
+                for row in arm_series(summary, arm):
+                    run.log(row)
+                result = _arm(summary, arm)
+                if result is not None:
+                    table = wandb.Table(columns=SAMPLE_COLUMNS, data=sample_rows(Path(result.dir)))
+                    run.log({"eval/samples": table})
+                run.summary.update(arm_metrics(summary, arm))
+            log.info("wandb: %s run of arm %s (group %s) in %s", cfg.logger.mode, arm, group, run.settings.sync_dir)
+    finally:
+        # A finished run's records reach its .wandb file asynchronously, from wandb's service
+        # process: finish() returns first. Tearing the service down waits for them, so the runs
+        # are complete on disk when tracking returns (read at once, a file can still hold only
+        # its header: the cause of a test that failed under load), and the next job's setup()
+        # starts from its own settings.
+        wandb.teardown()

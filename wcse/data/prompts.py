@@ -8,6 +8,14 @@ picked at run time, so a prompt is something to read, review and cite. The file'
 enters the sampling params and with them every sample's key and record: a changed prompt never
 reuses samples made with the old one.
 
+A file also declares its ``stop`` strings: a pretrained model given a few-shot prompt writes its
+answer and goes on with the next exemplar, whose answer the graders would take. A stop string is
+how that next exemplar begins (checked at load time: it must end every exemplar's answer, and
+never cut into one), requests carry it as ``params["stop"]`` (so it is part of the key), the
+backends end generation there, and the verifier cuts any text that still runs on
+(:func:`wcse.records.cut_at_stop`). ``chat`` says how :func:`messages` renders the few-shot
+prompt for a chat-only API: as one user message, or as one user/assistant exchange per exemplar.
+
 Files are read with PyYAML, not OmegaConf, which would take the ``${answer}$`` of a LaTeX
 answer template for an interpolation.
 """
@@ -23,11 +31,13 @@ from typing import Any
 
 import yaml
 
-from wcse.records import Problem
+from wcse.records import Problem, cut_at_stop
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
-KEYS = ("version", "description", "source", "shots", "question", "answer", "exemplars")
+KEYS = ("version", "description", "source", "shots", "question", "answer", "stop", "chat", "exemplars")
 EXEMPLAR_KEYS = ("id", "question", "solution", "answer")
+CHAT_MODES = ("one_message", "multi_turn")
+SHOT_SEPARATOR = "\n\n"  # between the solved exemplars, and before the problem
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class Prompt:
     shots: int
     question: str  # format string with {question}
     answer: str  # format string with {solution} and {answer}: how an exemplar's solution reads
+    stop: tuple[str, ...]  # where a generation ends: how the next exemplar begins
+    chat: str  # one of CHAT_MODES: how messages() renders the shots
     exemplars: tuple[Problem, ...]
 
 
@@ -88,6 +100,9 @@ def load(path: Path) -> Prompt:
     ids = [e.id for e in exemplars]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{where}exemplar ids repeat: {ids}")
+    if raw["chat"] not in CHAT_MODES:
+        raise ValueError(f"{where}'chat' is {raw['chat']!r}; must be one of {list(CHAT_MODES)}")
+    stop = tuple(check_stop(raw, exemplars, where))
     return Prompt(
         id=path.stem,
         version=raw["version"],
@@ -96,8 +111,51 @@ def load(path: Path) -> Prompt:
         shots=raw["shots"],
         question=raw["question"],
         answer=raw["answer"],
+        stop=stop,
+        chat=raw["chat"],
         exemplars=tuple(exemplars),
     )
+
+
+def check_stop(raw: dict[str, Any], exemplars: list[Problem], where: str) -> list[str]:
+    """The file's stop strings, checked against its own exemplars: cutting an exemplar's answer at
+    them keeps all of it (everything up to the template's last field), and the text from one
+    exemplar's answer to the next question holds one (else a model copying the format runs on)."""
+    stop = raw["stop"]
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(set(stop)) != len(stop):
+        raise ValueError(f"{where}'stop' must be a list of distinct non-empty strings (got {stop!r})")
+    for a in stop:
+        for b in stop:
+            if a != b and b in a:
+                raise ValueError(f"{where}stop string {a!r} contains {b!r}: one of them is enough")
+    parsed = list(string.Formatter().parse(raw["answer"]))
+    answer_tail = parsed[-1][0] if parsed[-1][1] is None else ""  # literal text after the last field
+    for e in exemplars:
+        block = raw["answer"].format(solution=e.solution.strip(), answer=e.answer)
+        kept, cut_by = cut_at_stop(block, stop)
+        if len(kept) < len(block) - len(answer_tail):
+            raise ValueError(f"{where}stop string {cut_by!r} cuts into exemplar {e.id}'s answer")
+    if exemplars:
+        question_head = raw["question"].split("{question}", 1)[0]
+        joint = answer_tail + SHOT_SEPARATOR + question_head
+        if cut_at_stop(joint, stop)[1] is None:
+            raise ValueError(
+                f"{where}no stop string occurs where one exemplar's answer ends and the next begins "
+                f"({joint!r}): a pretrained model would run on into a next exemplar"
+            )
+    return stop
+
+
+def stop_strings(prompt_id: str) -> list[str]:
+    """The prompt's stop strings (a new list: requests keep it in their params)."""
+    return list(template(prompt_id).stop)
+
+
+def stop_params(prompt_id: str) -> dict[str, list[str]]:
+    """What a request's params add for the prompt's stop strings: ``{"stop": [...]}``, or nothing
+    when it has none, so the keys of prompts without stop strings stay as they were."""
+    stops = stop_strings(prompt_id)
+    return {"stop": stops} if stops else {}
 
 
 def exemplars(prompt_id: str, problem: Problem) -> list[Problem]:
@@ -115,14 +173,44 @@ def zero_shot(prompt_id: str, problem: Problem) -> str:
     return template(prompt_id).question.format(question=problem.question)
 
 
-def few_shot(prompt_id: str, problem: Problem) -> str:
-    """The sampling prompt: the solved exemplars (never ``problem`` itself), then ``problem``."""
+def solved(prompt_id: str, problem: Problem) -> list[tuple[str, str]]:
+    """(question, answer) as the prompt renders each of ``problem``'s shots."""
     t = template(prompt_id)
-    blocks = [
-        zero_shot(prompt_id, s) + t.answer.format(solution=s.solution.strip(), answer=s.answer)
+    return [
+        (zero_shot(prompt_id, s), t.answer.format(solution=s.solution.strip(), answer=s.answer))
         for s in exemplars(prompt_id, problem)
     ]
-    return "\n\n".join([*blocks, zero_shot(prompt_id, problem)])
+
+
+def few_shot(prompt_id: str, problem: Problem) -> str:
+    """The sampling prompt: the solved exemplars (never ``problem`` itself), then ``problem``."""
+    return SHOT_SEPARATOR.join([*(q + a for q, a in solved(prompt_id, problem)), zero_shot(prompt_id, problem)])
+
+
+_few_shot_text = few_shot  # messages() takes a keyword of the same name
+
+
+def messages(
+    prompt_id: str, problem: Problem, *, few_shot: bool, system: str | None = None
+) -> list[dict[str, str]]:
+    """The prompt as chat messages, for an API that takes no raw text.
+
+    Zero-shot: one user message. Few-shot, as the file's ``chat`` says: ``one_message`` sends the
+    whole few-shot text as one user message; ``multi_turn`` sends each shot as a user question and
+    an assistant answer, then the question (the way chat models are trained to read examples, and
+    lm-eval's ``--fewshot_as_multiturn``). Contents are stripped: the chat template separates turns.
+    """
+    t = template(prompt_id)
+    if not few_shot:
+        turns = [("user", zero_shot(prompt_id, problem))]
+    elif t.chat == "one_message":
+        turns = [("user", _few_shot_text(prompt_id, problem))]
+    else:
+        turns = [turn for q, a in solved(prompt_id, problem) for turn in (("user", q), ("assistant", a))]
+        turns.append(("user", zero_shot(prompt_id, problem)))
+    if system is not None:
+        turns.insert(0, ("system", system))
+    return [{"role": role, "content": text.strip()} for role, text in turns]
 
 
 # Validation shared by every kind of versioned prompt file (wcse.verify.judge reads its own kind).

@@ -17,8 +17,10 @@ SPLITS = ("train", "validation", "test")
 def load_problems(cfg: Any) -> dict[str, list[Problem]]:
     """The dataset's splits; a split the dataset does not have is an empty list.
 
-    ``cfg`` is the ``dataset`` config group. A validation split is either configured or
-    carved (seeded) out of train, so train and validation never share a problem.
+    ``cfg`` is the ``dataset`` config group. Each split is read from its own source, less the
+    splits it ``exclude``s, then cut to a seeded subset of ``size`` (the paper's MATH
+    validation: 500 MATH test problems outside MATH-500; GSM8K's: 500 of train, which then
+    excludes them), so no two splits share a problem.
     """
     if cfg.format == "toy_arith":
         toy = cfg.toy
@@ -31,32 +33,79 @@ def load_problems(cfg: Any) -> dict[str, list[Problem]]:
             else world.generate("test", toy.n_test, cfg.seed, levels),
         }
     else:
-        splits = {split: _load(cfg, split) for split in SPLITS}
-        if cfg.validation_from_train and splits["train"]:
-            if splits["validation"]:
-                raise ValueError(
-                    f"dataset {cfg.name}: both `validation` and `validation_from_train` are set; choose one"
-                )
-            splits["train"], splits["validation"] = sources.carve_validation(
-                splits["train"], cfg.validation_from_train, cfg.seed
-            )
+        splits = {}
+        for split in _order(cfg):
+            splits[split] = _load(cfg, split, splits)
     if cfg.max_train is not None:
         splits["train"] = splits["train"][: cfg.max_train]
     if cfg.max_test is not None:
         splits["test"] = splits["test"][: cfg.max_test]
-    log.info("dataset %s: %s", cfg.name, ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-    return splits
+    log.info("dataset %s: %s", cfg.name, ", ".join(f"{k} {len(splits[k])}" for k in SPLITS))
+    return {split: splits[split] for split in SPLITS}
 
 
-def _load(cfg: Any, split: str) -> list[Problem]:
+def _excludes(cfg: Any, split: str) -> list[str]:
+    source = cfg.get(split)
+    excludes = [] if source is None else list(source.exclude)
+    bad = [e for e in excludes if e not in SPLITS or e == split]
+    if bad:
+        raise ValueError(f"dataset {cfg.name}: {split}.exclude={excludes}: {bad} not another split of {list(SPLITS)}")
+    return excludes
+
+
+def _order(cfg: Any) -> list[str]:
+    """The splits in an order where each comes after those it excludes."""
+    order: list[str] = []
+    pending = list(SPLITS)
+    while pending:
+        ready = [s for s in pending if set(_excludes(cfg, s)) <= set(order)]
+        if not ready:
+            raise ValueError(f"dataset {cfg.name}: the `exclude` lists of {pending} form a cycle")
+        order += ready
+        pending = [s for s in pending if s not in ready]
+    return order
+
+
+def _load(cfg: Any, split: str, done: dict[str, list[Problem]]) -> list[Problem]:
     source = cfg.get(split)
     if source is None:
         return []
-    return sources.load_split(
+    problems = sources.load_split(
         source.format or cfg.format,
-        split,
+        # ids name the split of the source (a validation split drawn from train keeps train's ids)
+        source.hub_split or split,
         path=source.path,
         hub=source.hub,
         hub_name=source.hub_name,
         hub_split=source.hub_split,
     )
+    for other in source.exclude:
+        problems = sources.without(problems, done[other])
+    if source.size is not None:
+        try:
+            problems = sources.seeded_subset(problems, source.size, cfg.seed)
+        except ValueError as err:
+            raise ValueError(f"dataset {cfg.name}: {split}.size={source.size}: {err}") from None
+    return problems
+
+
+def provenance(cfg: Any) -> dict[str, str]:
+    """Where each split comes from, in words, for the run summary."""
+    if cfg.format == "toy_arith":
+        return {split: f"generated (wcse.toy.world, seed {cfg.seed})" for split in SPLITS}
+    out = {}
+    for split in SPLITS:
+        source = cfg.get(split)
+        if source is None:
+            out[split] = "none"
+            continue
+        where = source.path or f"hub {source.hub} ({source.hub_name or 'default'}, {source.hub_split or split})"
+        parts = [where, *(f"minus {e}" for e in source.exclude)]
+        if source.size is not None:
+            parts.append(f"seeded subset of {source.size} (seed {cfg.seed})")
+        if split == "train" and cfg.max_train is not None:
+            parts.append(f"first {cfg.max_train}")
+        if split == "test" and cfg.max_test is not None:
+            parts.append(f"first {cfg.max_test}")
+        out[split] = ", ".join(parts)
+    return out

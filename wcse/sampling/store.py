@@ -8,7 +8,9 @@ are the first ones of the high budget's), so the store is built to be resumed an
 - every write is a new shard written atomically (temp file + rename), so a crash loses at most
   the chunk in flight and never leaves a half-written file;
 - writers take a file lock and re-read the keys under it, so concurrent jobs of one sweep never
-  store a key twice.
+  store a key twice; a writer waiting for it says who holds it (:class:`wcse.locks.HeldLock`);
+- every line carries a checksum of its record, verified on reading: a line changed on disk (a
+  flipped digit is still valid JSON) is set aside with the shard's torn lines, never used.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import datasets
-from filelock import FileLock
 from tqdm.auto import tqdm
 
-from wcse.records import Sample, from_dict, read_jsonl, write_jsonl
+from wcse.locks import HeldLock
+from wcse.records import CHECKSUM, Sample, from_dict, verify_checksum, write_checked_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,13 @@ def sample_seed(base_seed: int, problem_id: str, index: int) -> int:
 
 @dataclass(frozen=True)
 class SampleRequest:
-    """One sample to generate; ``params`` holds at least temperature, top_p and max_new_tokens."""
+    """One sample to generate; ``params`` holds at least temperature, top_p and max_new_tokens, and
+    ``stop`` (a list of strings, :func:`wcse.data.prompts.stop_params`) when the prompt has stop strings.
+
+    ``prompt`` is the text a completion model continues; ``messages``, when set, is the same prompt
+    as chat turns (:func:`wcse.data.prompts.messages`) for a chat-only API. Neither is in the key:
+    the prompt's version in ``params`` stands for both.
+    """
 
     key: str
     model: str
@@ -70,6 +78,7 @@ class SampleRequest:
     seed: int
     prompt: str
     params: Mapping[str, Any]
+    messages: tuple[dict[str, str], ...] | None = None
 
     @classmethod
     def create(
@@ -82,14 +91,24 @@ class SampleRequest:
         prompt: str,
         params: Mapping[str, Any],
         base_seed: int,
+        messages: Sequence[Mapping[str, str]] | None = None,
     ) -> SampleRequest:
         """The request for sample ``index`` of a problem, with its derived seed and key."""
         seed = sample_seed(base_seed, problem_id, index)
         key = sample_key(model, dataset, problem_id, index, params, seed)
-        return cls(key, model, dataset, problem_id, index, seed, prompt, dict(params))
+        turns = None if messages is None else tuple(dict(m) for m in messages)
+        return cls(key, model, dataset, problem_id, index, seed, prompt, dict(params), turns)
 
     def to_sample(
-        self, *, text: str, prompt_tokens: int, generated_tokens: int, finish_reason: str, backend: str, seconds: float
+        self,
+        *,
+        text: str,
+        prompt_tokens: int,
+        generated_tokens: int,
+        finish_reason: str,
+        backend: str,
+        seconds: float,
+        stop_string: str | None = None,
     ) -> Sample:
         """The record of this request's generation: its own fields plus what the backend measured."""
         return Sample(
@@ -107,6 +126,7 @@ class SampleRequest:
             finish_reason=finish_reason,
             backend=backend,
             seconds=seconds,
+            stop_string=stop_string,
         )
 
 
@@ -122,12 +142,19 @@ class SampleStore:
     """A directory of immutable ``shard-<utc timestamp>-<uuid>.jsonl`` files.
 
     Shards never change once written, so each is parsed once per store object and cached.
+    Every line written carries a ``checksum`` (:func:`wcse.records.to_checked_json`). Shards
+    written before checksums existed have none on any line: they are read unverified (their
+    count is logged once per store), since regenerating every old sample would cost the sweep
+    they came from; a shard with a checksum on any line must have a valid one on every line.
+    ``set_aside`` counts the lines this object found damaged and set aside.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, lock_timeout_s: float | None = None) -> None:
         self.root = Path(root)
         self._parsed: dict[str, list[Sample]] = {}
-        self._lock = FileLock(self.root / ".lock")  # one object: re-entrant within this process
+        self._lock = HeldLock(self.root / ".lock", timeout_s=lock_timeout_s)  # one object: re-entrant
+        self.set_aside = 0
+        self.unverified_shards = 0
 
     def shards(self) -> list[Path]:
         """Shard files, oldest first (the timestamp leads the name)."""
@@ -135,39 +162,73 @@ class SampleStore:
 
     def _by_key(self) -> dict[str, Sample]:
         samples: dict[str, Sample] = {}
+        unverified = self.unverified_shards
         for shard in self.shards():
             if shard.name not in self._parsed:
                 self._parsed[shard.name] = self._read(shard)
             for sample in self._parsed[shard.name]:
                 samples.setdefault(sample.key, sample)  # first wins
+        if self.unverified_shards > unverified:
+            log.warning(
+                "%s: %d shards were written before shard checksums; their samples are used unverified",
+                self.root, self.unverified_shards - unverified,
+            )
         return samples
+
+    @staticmethod
+    def _parse(shard: Path) -> tuple[list[Sample], list[str], bool]:
+        """(the valid samples, a reason per damaged line, whether the shard carries checksums)."""
+        rows: list[tuple[str, Any]] = []
+        damaged: list[str] = []
+        for lineno, raw in enumerate(shard.read_bytes().split(b"\n"), 1):
+            if not raw.strip():
+                continue
+            where = f"{shard}:{lineno}"
+            try:
+                rows.append((where, json.loads(raw.decode("utf-8"))))
+            except UnicodeDecodeError as err:
+                damaged.append(f"{where}: not UTF-8 ({err.reason} at byte {err.start})")
+            except json.JSONDecodeError as err:
+                damaged.append(f"{where}: invalid JSON ({err.msg})")
+        checked = any(isinstance(row, dict) and CHECKSUM in row for _, row in rows)
+        samples = []
+        for where, row in rows:
+            try:
+                if not isinstance(row, dict):
+                    raise ValueError(f"{where}: a JSON {type(row).__name__}, not a record")
+                try:
+                    body = verify_checksum(row) if checked else row
+                except ValueError as err:
+                    raise ValueError(f"{where}: {err}") from None
+                samples.append(from_dict(Sample, body, where))
+            except (ValueError, TypeError) as err:
+                damaged.append(str(err))
+        return samples, damaged, checked
 
     def _read(self, shard: Path) -> list[Sample]:
         """A shard's samples. A damaged shard (shards are written atomically, so only the disk or
-        a hand edit can damage one) is moved aside as ``*.corrupt``; its valid lines are kept in a
-        new shard and the rest are regenerated by ``ensure_samples``: nothing valid is lost."""
-        try:
-            return list(read_jsonl(shard, Sample))
-        except ValueError as err:
-            with self._lock:
-                if not shard.exists():  # another process already repaired it
-                    return []
-                kept = []
-                for line in shard.read_text(encoding="utf-8", errors="replace").splitlines():
-                    try:
-                        kept.append(from_dict(Sample, json.loads(line)))
-                    except (ValueError, TypeError):
-                        continue
-                if kept:
-                    salvaged = shard.with_name(f"{shard.stem}-salvaged.jsonl")
-                    write_jsonl(salvaged, kept)
-                    self._parsed[salvaged.name] = kept
-                shard.rename(shard.with_suffix(".corrupt"))
-            log.warning(
-                "%s; moved it to %s, kept %d valid samples, the rest will be regenerated",
-                err, shard.with_suffix(".corrupt").name, len(kept),
-            )
+        a hand edit can damage one: a torn line, a changed byte) is moved aside as ``*.corrupt``;
+        its valid lines are kept in a new shard and the rest are regenerated by
+        ``ensure_samples``: nothing valid is lost and nothing damaged is used."""
+        kept, damaged, checked = self._parse(shard)
+        if not damaged:
+            self.unverified_shards += not checked and bool(kept)
             return kept
+        with self._lock:
+            if not shard.exists():  # another process already repaired it
+                return []
+            if kept:
+                salvaged = shard.with_name(f"{shard.stem}-salvaged.jsonl")
+                write_checked_jsonl(salvaged, kept)
+                self._parsed[salvaged.name] = kept
+            shard.rename(shard.with_suffix(".corrupt"))
+        self.set_aside += len(damaged)
+        log.warning(
+            "%s%s; set aside %d damaged lines (shard moved to %s), kept %d valid samples, the rest will be regenerated",
+            "; ".join(damaged[:3]), f"; and {len(damaged) - 3} more" if len(damaged) > 3 else "",
+            len(damaged), shard.with_suffix(".corrupt").name, len(kept),
+        )
+        return kept
 
     def select(self, keys: Sequence[str]) -> list[Sample]:
         """The stored samples for ``keys``, in that order; a missing key is an error naming it."""
@@ -195,7 +256,7 @@ class SampleStore:
                     new.setdefault(sample.key, sample)
             if new:
                 stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-                write_jsonl(self.root / f"shard-{stamp}-{uuid.uuid4().hex}.jsonl", new.values())
+                write_checked_jsonl(self.root / f"shard-{stamp}-{uuid.uuid4().hex}.jsonl", new.values())
         return len(new)
 
     def to_dataset(self) -> datasets.Dataset:

@@ -27,7 +27,8 @@ from types import TracebackType
 from vllm import LLM, RequestOutput, SamplingParams
 from vllm.platforms import current_platform
 
-from wcse.records import Sample
+from wcse import models
+from wcse.records import Sample, cut_at_stop
 from wcse.sampling.store import SampleRequest
 
 FINISH_REASONS = ("stop", "length")  # vLLM's names match the record's; "abort" / "error" are not samples
@@ -54,28 +55,31 @@ def set_cpu_defaults(tensor_parallel_size: int) -> None:
 def sampling_params(request: SampleRequest) -> SamplingParams:
     """vLLM params for one request, from the request's own params (they are what its key records).
 
-    Temperature 0 is greedy in vLLM. ``detokenize=False``: the text is decoded from the token ids as
-    the HF backend does, because vLLM's incremental detokenizer decodes in the prompt's context and
-    can differ in leading whitespace (" 29 - 11" where HF gives "29 - 11").
+    Temperature 0 is greedy in vLLM. The text is decoded from the token ids as the HF backend does,
+    because vLLM's incremental detokenizer decodes in the prompt's context and can differ in leading
+    whitespace (" 29 - 11" where HF gives "29 - 11"); so it detokenizes only to find stop strings
+    (``stop`` needs it), and ends the token ids at the one completing the stop string.
     """
     params = request.params
+    stops = list(params.get("stop") or [])
     return SamplingParams(
         n=1,
         seed=request.seed,
         temperature=float(params["temperature"]),
         top_p=float(params["top_p"]),
         max_tokens=int(params["max_new_tokens"]),
-        detokenize=False,
+        stop=stops or None,
+        detokenize=bool(stops),
     )
 
 
 class VLLMSampler:
     """A local or hub causal LM sampled with vLLM's offline ``LLM`` engine.
 
-    ``temperature``, ``top_p`` and ``max_new_tokens`` are the defaults exposed as :attr:`params` for
-    building requests; :meth:`generate` always honours each request's own params. The engine holds its
-    model, KV cache and cores until :meth:`close` (or the end of a ``with`` block): the pipeline samples
-    with two models in turn, and the second engine must not start while the first one holds them.
+    :meth:`generate` honours each request's own params (they are what its key records). The engine
+    holds its model, KV cache and cores until :meth:`close` (or the end of a ``with`` block): the
+    pipeline samples with two models in turn, and the second engine must not start while the first
+    one holds them.
     """
 
     name = "vllm"
@@ -88,9 +92,6 @@ class VLLMSampler:
         self,
         model_path: str,
         *,
-        temperature: float = 0.7,
-        top_p: float = 1.0,
-        max_new_tokens: int = 128,
         tensor_parallel_size: int = 1,
         max_model_len: int | None = None,
         enforce_eager: bool = False,
@@ -98,12 +99,13 @@ class VLLMSampler:
         dtype: str = "auto",
         seed: int = 0,
     ) -> None:
-        self.params = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
         on_cpu = current_platform.is_cpu()
         if on_cpu:
             set_cpu_defaults(tensor_parallel_size)
+        repo, revision = models.split_revision(model_path)
         self._llm: LLM | None = LLM(
-            model=model_path,
+            model=repo,
+            revision=revision,  # the tokenizer's too (vLLM's tokenizer_revision defaults to it)
             tensor_parallel_size=tensor_parallel_size,
             max_model_len=max_model_len,
             enforce_eager=enforce_eager,
@@ -143,14 +145,18 @@ class VLLMSampler:
         (completion,) = output.outputs
         if completion.finish_reason not in FINISH_REASONS:
             raise RuntimeError(f"vLLM finished request {request.key!r} with {completion.finish_reason!r}")
-        ids = list(completion.token_ids)  # ends with the stop token when there is one, as in HF
+        ids = list(completion.token_ids)  # through the EOS or the stop string's last token, as in HF
+        text, stop_string = cut_at_stop(
+            self.tokenizer.decode(ids, skip_special_tokens=True), request.params.get("stop") or ()
+        )
         return request.to_sample(
-            text=self.tokenizer.decode(ids, skip_special_tokens=True),
+            text=text,
             prompt_tokens=len(output.prompt_token_ids or []),
             generated_tokens=len(ids),
-            finish_reason=completion.finish_reason,
+            finish_reason="stop" if stop_string is not None else completion.finish_reason,
             backend=self.name,
             seconds=seconds,
+            stop_string=stop_string,
         )
 
     def close(self) -> None:

@@ -15,7 +15,6 @@ from transformers import PreTrainedTokenizerBase
 HEAD_DIM = 64
 MAX_POSITIONS = 256
 SHIPPED = Path(__file__).parent / "checkpoints"
-ROLES = ("student", "wc", "se")
 
 
 def llama_config(

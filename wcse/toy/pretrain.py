@@ -19,7 +19,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,11 @@ from typing import Any
 import torch
 import transformers
 
+from wcse.evaluate import Evaluator
 from wcse.toy import ladder, world
 from wcse.toy.tokenizer import build_tokenizer, prompt
 from wcse.train.launch import run_training
-from wcse.train.sft import TrainSpec
+from wcse.train.spec import TrainSpec
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def write_corpus(path: Path, size: int, seed: int) -> None:
             fh.write(json.dumps(row) + "\n")
 
 
-def pretrain_model(toy: Any, role: str, out: Path, evaluate: Callable[[Path, Path], dict[str, Any]]) -> None:
+def pretrain_model(toy: Any, role: str, out: Path, evaluator: Evaluator) -> None:
     """Train one rung of the ladder into ``out``, measure its pass@1, write ``out/pretrain.json``.
 
     Each rung is its own artifact, so retuning one model's recipe retrains only that model.
@@ -81,7 +81,7 @@ def pretrain_model(toy: Any, role: str, out: Path, evaluate: Callable[[Path, Pat
         metrics = run_training(spec, log_path=work / "train.log")
         for f in (work / "run" / "model").iterdir():
             shutil.move(f, out / f.name)
-        result = evaluate(out, work / "eval")
+        result = evaluator.score(str(out), f"pretrain@{out.name}", work / "eval", evaluator.cfg.evaluator.split)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     record = {

@@ -23,6 +23,13 @@ from collections.abc import Mapping, Sequence
 
 _ARM_SOURCES = {"wc": ("wc",), "se": ("se",), "mix": ("wc", "se"), "wc_one": ("wc",), "se_one": ("se",)}
 ARMS = tuple(_ARM_SOURCES)  # ("wc", "se", "mix", "wc_one", "se_one")
+LABELS = {  # how reports name each arm's data
+    "wc": "WC data",
+    "se": "SE data",
+    "mix": "WC+SE mix",
+    "wc_one": "WC, 1 per problem",
+    "se_one": "SE, 1 per problem",
+}
 
 
 def arm_sources(arm: str) -> tuple[str, ...]:

@@ -1,74 +1,12 @@
-"""What a training run is (:class:`TrainSpec`) and how examples become supervised tokens.
-
-The spec is plain JSON so that the parent process (Hydra, the pipeline) and the worker process
-(possibly one of several under ``torchrun``) agree on a run without sharing Python state.
-"""
+"""How SFT examples become supervised tokens (the run itself is a :class:`wcse.train.spec.TrainSpec`)."""
 
 from __future__ import annotations
 
 import copy
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
 
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100  # the label the HF causal-LM loss skips
-FORMATS = ("plain", "chat")
-LAUNCHERS = ("python", "torchrun", "deepspeed")
-
-
-@dataclass
-class TrainSpec:
-    """One finetuning (or pretraining) run; exactly one of ``base_model`` / ``init_config``."""
-
-    output_dir: str
-    data_path: str  # JSONL rows with "prompt" and "completion" strings
-    max_steps: int
-    per_device_batch_size: int
-    learning_rate: float
-    base_model: str | None = None  # HF folder or hub id to finetune
-    init_config: dict[str, Any] | None = None  # LlamaConfig kwargs for a freshly initialised model
-    tokenizer_path: str | None = None  # defaults to base_model
-    gradient_accumulation_steps: int = 1
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    max_length: int = 512
-    deepspeed: dict[str, Any] | None = None  # a DeepSpeed config; "auto" values are filled by HF
-    nprocs: int = 1
-    launcher: str = "python"  # "python" (one process) or "torchrun"
-    bf16: bool = False
-    logging_steps: int = 10
-    format: str = "plain"  # "plain": prompt text as is; "chat": the prompt as a user turn of the chat template
-    packing: bool = False  # concatenate examples into one row per batch (no padding), boundaries kept
-    checkpoints: int = 0  # save this many evenly spaced checkpoints (HF weights) for selection
-    lora: dict[str, Any] | None = None  # peft LoraConfig kwargs: train adapters, save merged weights
-    peak_tflops: float | None = None  # per device, for MFU; None: looked up from the GPU's name
-
-    def __post_init__(self) -> None:
-        if (self.base_model is None) == (self.init_config is None):
-            raise ValueError("TrainSpec needs exactly one of base_model / init_config")
-        if self.tokenizer_path is None:
-            if self.base_model is None:
-                raise ValueError("TrainSpec with init_config needs tokenizer_path")
-            self.tokenizer_path = self.base_model
-        if self.launcher not in LAUNCHERS:
-            raise ValueError(f"unknown launcher {self.launcher!r}; known: {list(LAUNCHERS)}")
-        if self.format not in FORMATS:
-            raise ValueError(f"unknown SFT format {self.format!r}; known: {list(FORMATS)}")
-        if self.launcher == "python" and self.nprocs != 1:
-            raise ValueError("launcher 'python' runs one process; use 'torchrun' for nprocs > 1")
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainSpec:
-        return cls(**json.loads(Path(path).read_text()))
 
 
 def encode_example(

@@ -36,8 +36,6 @@ from typing import Any
 import datasets
 import torch
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
@@ -48,8 +46,11 @@ from transformers import (
     TrainingArguments,
 )
 
+from wcse import models
+from wcse.hardware import peak_bf16_tflops
 from wcse.train.launch import free_port
-from wcse.train.sft import IGNORE_INDEX, TrainSpec, encode_example, make_collator
+from wcse.train.sft import IGNORE_INDEX, encode_example, make_collator
+from wcse.train.spec import TrainSpec
 
 log = logging.getLogger("wcse.train.worker")
 
@@ -60,12 +61,6 @@ MERGED = "merged"  # a LoRA checkpoint's whole weights, beside the Trainer's ada
 RESUME_STATE = (
     "trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth",
     "latest", "global_step*", "zero_to_*.py", "adapter_model.safetensors", "adapter_config.json",
-)
-# Dense bf16 tensor-core peaks per GPU (no sparsity), TFLOPS, from NVIDIA's datasheets; matched as
-# substrings of torch.cuda.get_device_name(), first match wins ("NVIDIA H100 80GB HBM3" is the SXM).
-PEAK_BF16_TFLOPS = (
-    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H200 NVL", 835.0), ("H100", 989.0), ("H200", 989.0),
-    ("A100", 312.0), ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0),
 )
 
 
@@ -86,10 +81,15 @@ def _build_model(spec: TrainSpec) -> PreTrainedModel:
     if spec.base_model is not None:
         # LoRA's base weights are frozen, so they need no fp32 master copy: bf16 halves their memory.
         frozen_bf16 = spec.lora is not None and spec.bf16
-        model = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=torch.bfloat16 if frozen_bf16 else None)
+        model = models.load_causal_lm(
+            spec.base_model, attn_implementation=spec.attn_implementation,
+            gpu_16bit=spec.bf16 and torch.cuda.is_available(), dtype=torch.bfloat16 if frozen_bf16 else None,
+        )
     else:
         torch.manual_seed(spec.seed)  # the fresh model's weights follow the run's seed
         model = LlamaForCausalLM(LlamaConfig(**spec.init_config))
+        if spec.attn_implementation is not None:
+            model.set_attn_implementation(spec.attn_implementation)
     if spec.lora is None:
         return model
     from peft import LoraConfig, get_peft_model  # only LoRA runs need peft
@@ -155,6 +155,7 @@ def _training_args(spec: TrainSpec) -> TrainingArguments:
         warmup_steps=math.ceil(spec.max_steps * spec.warmup_ratio),
         weight_decay=spec.weight_decay,
         max_grad_norm=spec.max_grad_norm,
+        gradient_checkpointing=spec.gradient_checkpointing,
         seed=spec.seed,
         logging_steps=spec.logging_steps,
         save_strategy="no",  # _Checkpoints decides
@@ -265,8 +266,12 @@ def _mean_loss(history: list[dict[str, float]]) -> float:
     return total / last
 
 
-def peak_bf16_tflops(device_name: str) -> float | None:
-    return next((peak for key, peak in PEAK_BF16_TFLOPS if key in device_name), None)
+def _optimizer_name(optimizer: Any) -> str:
+    """The optimizer that steps the weights, under accelerate's and DeepSpeed's wrappers
+    (ZeRO-Offload: DeepSpeedCPUAdam)."""
+    while hasattr(optimizer, "optimizer"):
+        optimizer = optimizer.optimizer
+    return type(optimizer).__name__
 
 
 def _peak_tflops(spec: TrainSpec) -> float | None:
@@ -307,7 +312,7 @@ def train(spec: TrainSpec) -> dict[str, Any] | None:
         import deepspeed  # only DeepSpeed runs pay for the import
 
         deepspeed.init_distributed()
-    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_path)
+    tokenizer = models.load_tokenizer(spec.tokenizer_path)
     model = _build_model(spec)
     with args.main_process_first(desc="tokenizing"):  # the others read the datasets cache it writes
         dataset = _load_dataset(spec, tokenizer)
@@ -348,6 +353,10 @@ def train(spec: TrainSpec) -> dict[str, Any] | None:
         **_throughput(spec, trainer.model, tokens_per_second, args.world_size),
         "n_examples": len(dataset),
         "world_size": args.world_size,
+        # what the model really trained with, read back from it
+        "attn_implementation": trainer.model.config._attn_implementation,
+        "gradient_checkpointing": trainer.model.is_gradient_checkpointing,
+        "optimizer": _optimizer_name(trainer.optimizer),
         "checkpoints": [{"step": s, "path": _checkpoint_path(s, spec)} for s in steps],
     }
     metrics_path = Path(spec.output_dir) / "metrics.json"

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer
-
 from wcse.data import prompts
+from wcse.models import load_tokenizer
 from wcse.records import Problem, Sample, Verdict
 from wcse.sampling.store import Sampler, SampleRequest, SampleStore, ensure_samples
 
@@ -120,14 +119,15 @@ def render(prompt_id: str, problem: Problem, sample: Sample) -> str:
         )
     return t.template.format(
         question=problem.question.strip(),
-        solution=sample.text.strip(),
-        steps=number_steps(sample.text),
+        solution=sample.response.strip(),
+        steps=number_steps(sample.response),
         reference=problem.answer,
     )
 
 
 class ChatTemplate:
-    """An instruct judge's chat template, applied here because every backend takes raw text.
+    """An instruct judge's chat template, applied here because the hf and vLLM backends take raw
+    text (a judge behind a chat API gets messages instead, and the server applies its template).
 
     The judge prompt is one user turn with no system turn (Gemma's template rejects one).
     Backends tokenize a prompt with the tokenizer's special tokens, so a template that writes the
@@ -135,7 +135,7 @@ class ChatTemplate:
     """
 
     def __init__(self, tokenizer_path: str) -> None:
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        self.tokenizer = load_tokenizer(tokenizer_path)  # a pinned hub id (id@revision) loads too
         chat_template = self.tokenizer.chat_template
         if not isinstance(chat_template, str) or not chat_template:
             raise ValueError(
@@ -180,7 +180,7 @@ def parse_judgement(text: str) -> Judgement:
 def judged_id(sample: Sample) -> str:
     """The ``problem_id`` of a judgement request: readable (the judged problem), and unique per
     judged sample through a digest of its key and text."""
-    digest = hashlib.sha1(f"{sample.key}\n{sample.text}".encode()).hexdigest()[:16]
+    digest = hashlib.sha1(f"{sample.key}\n{sample.response}".encode()).hexdigest()[:16]
     return f"{sample.problem_id}@{digest}"
 
 
@@ -197,11 +197,19 @@ def judge_requests(
 ) -> list[SampleRequest]:
     """One request per judged sample, in order, filed under ``dataset_id`` (the judged samples').
 
-    ``params`` are the judge's sampling params (temperature, top_p, max_new_tokens); the prompt
-    version and the chat template are added to them, so both enter every key. ``chat``: the judge's
-    chat template (instruct judges), or None to send the prompt as raw text.
+    ``params`` are the judge's sampling params (temperature, top_p, max_new_tokens, and the API
+    mode from :func:`wcse.sampling.backends.request_params`); the prompt version and the chat
+    template are added to them, so both enter every key. ``chat``: the judge's chat template
+    (instruct judges on hf or vLLM), or None to send the prompt as raw text. A judge behind a chat
+    API (params ``"api": "chat"``, e.g. a hosted model) is sent the prompt as a user message
+    (after the system turn its params name, if any) and takes no ``chat``: its server applies
+    the template.
     """
     t = template(prompt_id)
+    api_chat = params.get("api") == "chat"
+    if api_chat and chat is not None:
+        raise ValueError("a chat API judge (sampler.api=chat) is sent messages: its server applies the chat template, pass chat=None")
+    system = [{"role": "system", "content": params["system"]}] if "system" in params else []
     params = {**params, "judge_prompt": t.version, "chat": chat.digest if chat else None}
     requests = []
     for sample in samples:
@@ -218,6 +226,7 @@ def judge_requests(
                 prompt=chat(message) if chat else message,
                 params=params,
                 base_seed=seed,
+                messages=[*system, {"role": "user", "content": message}] if api_chat else None,
             )
         )
     return requests

@@ -105,15 +105,27 @@ def verify_samples(
     mode: str = "strict",
     **settings: Any,
 ) -> list[Verdict]:
-    """Verdicts for ``samples`` in order (``settings``: those of :func:`check_all`)."""
+    """Verdicts for ``samples`` in order (``settings``: those of :func:`check_all`).
+
+    Each is graded on its :attr:`~wcse.records.Sample.response`, the text up to its first stop
+    string: a sample that runs on into the next exemplar (a server that ignored ``stop``) is
+    judged on its own answer, not on the exemplar's that the graders, taking the last, would find.
+    """
     items = []
     for sample in samples:
         problem = problems.get(sample.problem_id)
         if problem is None:
             raise ValueError(f"sample {sample.key}: problem {sample.problem_id!r} is not in the dataset")
-        items.append((problem, sample.text))
+        items.append((problem, sample.response))
     checks = check_all(fmt, items, mode, **settings)
     return [
         Verdict(s.key, s.problem_id, s.index, c.extracted, c.correct, c.steps_correct, c.status)
         for s, c in zip(samples, checks, strict=True)
     ]
+
+
+def verify_settings(cfg: Any) -> dict[str, Any]:
+    """How the verifier pool runs (not what it decides), from the run config: processes, time
+    limit, chunking (``None``: the format's defaults)."""
+    v = cfg.verifier
+    return {"workers": v.workers, "timeout_s": v.timeout_s, "chunk_size": v.chunk_size}

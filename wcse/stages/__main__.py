@@ -1,0 +1,5 @@
+"""``python -m wcse.stages``: print the stage graph."""
+
+from wcse.stages import describe
+
+print(describe())

@@ -1,0 +1,124 @@
+"""Stage ``train``: the setup's target finetuned on each data arm (wc, se, mix, wc_one, se_one).
+
+An arm's SFT rows are built from the filtered sets it reads (:mod:`wcse.train.arms`, cheap, so
+any run may build them); the finetune itself runs in worker processes (:mod:`wcse.train.launch`)
+and resumes from its last checkpoint when it was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wcse.artifacts import digest
+from wcse.roles import Models
+from wcse.settings import train_settings
+from wcse.stages.base import Inputs, RunContext, Stage
+from wcse.stages.verify import Filtered
+from wcse.train import arms
+from wcse.train.launch import run_training
+from wcse.train.spec import TrainSpec
+
+METRICS = (
+    "train_loss", "steps", "n_examples", "train_seconds", "tokens_per_second", "mfu", "world_size",
+    "attn_implementation", "gradient_checkpointing", "optimizer",
+)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The target finetuned on one arm: ``<cache>/train/<key>/`` (model/, checkpoints/, metrics.json)."""
+
+    arm: str
+    data: Path  # the arm's SFT rows: <cache>/arm/<key>/
+    path: Path
+    model_path: str  # the target it started from
+    payload: dict[str, Any]
+
+    def metrics(self) -> dict[str, Any]:
+        return json.loads((self.path / "metrics.json").read_text())
+
+    def composition(self) -> dict[str, Any]:
+        return json.loads((self.data / "composition.json").read_text())
+
+
+def arm_payload(ctx: RunContext, arm: str, filtered: dict[str, Filtered]) -> dict[str, Any]:
+    payload = {"arm": arm, "filtered": {s: filtered[s].path.name for s in arms.arm_sources(arm)}, "seed": ctx.cfg.seed}
+    if arm == "mix":
+        payload["mix_wc_fraction"] = ctx.cfg.setup.mix_wc_fraction
+    return {"key": digest(payload)}
+
+
+def trained(ctx: RunContext, models: Models, arm: str, filtered: dict[str, Filtered]) -> Trained:
+    """Where ``arm``'s finetune of the setup's target is (or will be), from its inputs' keys."""
+    target = ctx.cfg.setup.target
+    data = ctx.cache.path("arm", arm_payload(ctx, arm, filtered))
+    payload = {
+        "target": models.id(target, target=True),
+        "attn_implementation": models.spec(target).attn_implementation,
+        "data": data.name,
+        "trainer": train_settings(ctx.cfg),
+    }
+    return Trained(arm, data, ctx.cache.path("train", payload), models.path(target, target=True), payload)
+
+
+def ensure(ctx: RunContext, run: Trained, filtered: dict[str, Filtered]) -> Trained:
+    """Build the arm's data and the finetune unless they exist."""
+    setup = ctx.cfg.setup
+
+    def build_data(out: Path) -> None:
+        rows = {s: filtered[s].sft_rows() for s in arms.arm_sources(run.arm)}
+        data = arms.build_arm(run.arm, rows, mix_wc_fraction=setup.mix_wc_fraction, seed=ctx.cfg.seed)
+        with open(out / "sft.jsonl", "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(row) + "\n" for row in data)
+        counts = dict(sorted(Counter(row["source"] for row in data).items()))
+        (out / "composition.json").write_text(json.dumps({"rows": len(data), "by_source": counts}))
+
+    data = ctx.cache.get_or_build("arm", arm_payload(ctx, run.arm, filtered), build_data, label=f"{run.arm} data")
+
+    def build_model(out: Path) -> None:
+        spec = TrainSpec(
+            **run.payload["trainer"],
+            output_dir=str(out),
+            data_path=str(data / "sft.jsonl"),
+            base_model=run.model_path,
+            attn_implementation=run.payload["attn_implementation"],
+        )
+        run_training(spec, log_path=out / "train.log")
+
+    label = f"{setup.target} on {run.arm} data"
+    ctx.cache.get_or_build("train", run.payload, build_model, label=label, resumable=True)
+    return run
+
+
+def plan(ctx: RunContext, inputs: Inputs) -> dict[str, Trained]:
+    return {arm: trained(ctx, inputs["pretrain"], arm, inputs["verify"]) for arm in ctx.cfg.setup.arms}
+
+
+def missing(ctx: RunContext, out: dict[str, Trained]) -> list[str]:
+    return [f"the {arm} finetune at {t.path}" for arm, t in out.items() if not ctx.cache.valid(t.path)]
+
+
+def build(ctx: RunContext, inputs: Inputs, out: dict[str, Trained]) -> dict[str, Any]:
+    section = {}
+    for arm, run in out.items():
+        ensure(ctx, run, inputs["verify"])
+        metrics = run.metrics()
+        section[arm] = {k: metrics[k] for k in METRICS if k in metrics}
+        section[arm]["data"] = run.composition()
+        section[arm]["dir"] = str(run.path)  # metrics.json (loss_history), checkpoints/, model/
+    return {"train": section}
+
+
+STAGE = Stage(
+    name="train",
+    needs=("pretrain", "verify"),
+    output="the setup's target finetuned on each arm's data: `<cache>/train/<key>/{model,checkpoints,metrics.json}`",
+    plan=plan,
+    build=build,
+    missing=missing,
+    how="add 'train' to stages",
+)

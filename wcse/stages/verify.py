@@ -1,0 +1,141 @@
+"""Stage ``verify``: ground-truth verdicts for every sample, and the SFT rows the filter keeps.
+
+The verdicts always come from the ground truth (the data metrics need them); what is kept
+depends on ``verifier.method``: the correct samples (``answer``), those an LLM judge accepts
+without seeing the ground truth (``judge``, label-free), or every sample (``none``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wcse.artifacts import digest
+from wcse.data import prompts
+from wcse.judging import run_judge
+from wcse.records import Verdict, read_jsonl, write_jsonl
+from wcse.stages.base import Inputs, RunContext, Stage
+from wcse.stages.sample import SampleSet
+from wcse.verify import judge as judge_lib
+from wcse.verify.verifier import verify_samples, verify_settings
+
+
+@dataclass(frozen=True)
+class Filtered:
+    """One sample set's verdicts and kept SFT rows: ``<cache>/verify/<key>/``."""
+
+    role: str
+    path: Path
+
+    def verdicts(self) -> list[Verdict]:
+        return list(read_jsonl(self.path / "verdicts.jsonl", Verdict))
+
+    def judged(self) -> list[Verdict] | None:
+        """The label-free judge's decisions (``verifier.method=judge``), else None."""
+        path = self.path / "judged.jsonl"
+        return list(read_jsonl(path, Verdict)) if path.is_file() else None
+
+    def sft_rows(self) -> list[dict[str, Any]]:
+        with open(self.path / "sft.jsonl", encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh]
+
+
+def payload(ctx: RunContext, samples: SampleSet, judge_identity: dict[str, Any] | None) -> dict[str, Any]:
+    v = ctx.cfg.verifier
+    return {
+        "key": digest(
+            {
+                "samples": [r.key for r in samples.requests],
+                "method": v.method,
+                "mode": v.mode,
+                "timeout_s": v.timeout_s,
+                "judge": judge_identity if v.method == "judge" else None,
+                **({"keep_truncated": True} if v.keep_truncated else {}),  # absent by default: keys stay
+                "v": 2,
+            }
+        )
+    }
+
+
+def filtered(ctx: RunContext, inputs: Inputs, samples: SampleSet) -> Filtered:
+    judge = run_judge(ctx, inputs["pretrain"]) if ctx.cfg.verifier.method == "judge" else None
+    return Filtered(samples.role, ctx.cache.path("verify", payload(ctx, samples, judge and judge.identity)))
+
+
+def ensure(ctx: RunContext, inputs: Inputs, samples: SampleSet) -> Filtered:
+    """Verify ``samples`` (and filter them) unless the artifact exists."""
+    v, dataset = ctx.cfg.verifier, inputs["dataset"].main
+    judge = run_judge(ctx, inputs["pretrain"]) if v.method == "judge" else None
+
+    def build(out: Path) -> None:
+        done = samples.load()
+        problems = dataset.by_id("train")
+        verdicts = verify_samples(
+            dataset.cfg.format, problems, done, v.mode, desc=f"verify {samples.role}", **verify_settings(ctx.cfg)
+        )
+        write_jsonl(out / "verdicts.jsonl", verdicts)
+        if judge is not None:
+            judged = judge_lib.label_free_verdicts(done, judge.judge(done, problems, dataset.id))
+            write_jsonl(out / "judged.jsonl", judged)
+            keep = [verdict.correct for verdict in judged]
+        else:
+            keep = [v.method == "none" or verdict.correct for verdict in verdicts]
+        kept = [
+            {
+                "prompt": prompts.zero_shot(dataset.cfg.prompt, problems[s.problem_id]),
+                "completion": " " + s.response.strip(),
+                "problem_id": s.problem_id,
+            }
+            for s, k in zip(done, keep, strict=True)
+            if k and (s.finished or v.keep_truncated)  # a cut-off solution is no SFT target
+        ]
+        with open(out / "sft.jsonl", "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(row) + "\n" for row in kept)
+
+    path = ctx.cache.get_or_build("verify", payload(ctx, samples, judge and judge.identity), build, label=samples.role)
+    return Filtered(samples.role, path)
+
+
+def plan(ctx: RunContext, inputs: Inputs) -> dict[str, Filtered]:
+    return {role: filtered(ctx, inputs, s) for role, s in inputs["sample"].sets.items()}
+
+
+def missing(ctx: RunContext, out: dict[str, Filtered]) -> list[str]:
+    return [f"{role} verdicts at {f.path}" for role, f in out.items() if not ctx.cache.valid(f.path)]
+
+
+def build(ctx: RunContext, inputs: Inputs, out: dict[str, Filtered]) -> dict[str, Any]:
+    section: dict[str, Any] = {}
+    for role, samples in inputs["sample"].sets.items():
+        f = ensure(ctx, inputs, samples)
+        verdicts = f.verdicts()
+        section[role] = {
+            "verified": len(verdicts),
+            "correct": sum(v.correct for v in verdicts),
+            "truncated": sum(not s.finished for s in samples.load()),
+            "kept_truncated": ctx.cfg.verifier.keep_truncated,
+            "kept_for_training": len(f.sft_rows()),
+            "status": dict(sorted(Counter(v.status for v in verdicts).items())),
+        }
+        judged = f.judged()
+        if judged is not None:  # label-free: how often the judge kept a wrong sample / dropped a right one
+            accepted, truth = [j.correct for j in judged], [v.correct for v in verdicts]
+            section[role]["judge"] = {
+                "kept_wrong": sum(a and not t for a, t in zip(accepted, truth, strict=True)),
+                "dropped_right": sum(t and not a for a, t in zip(accepted, truth, strict=True)),
+            }
+    return {"filter": {"method": ctx.cfg.verifier.method, "mode": ctx.cfg.verifier.mode, "models": section}}
+
+
+STAGE = Stage(
+    name="verify",
+    needs=("pretrain", "dataset", "sample"),
+    output="verdicts of every sample and the SFT rows the filter keeps: `<cache>/verify/<key>/{verdicts,sft}.jsonl`",
+    plan=plan,
+    build=build,
+    missing=missing,
+    how="add 'verify' to stages",
+)
