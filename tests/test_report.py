@@ -182,7 +182,7 @@ def test_broken_jobs_are_listed_not_fatal(report) -> None:
     assert "wcse.runner" in failed  # the tail of the dead job's main.log
     assert "`91-garbled`: " in failed and "91-garbled/summary.json: unreadable summary" in failed
     raised = next(line for line in failed.splitlines() if line.startswith("- `92-invalid/"))
-    assert raised.endswith(": failed: ValueError: setup.mix_wc_fraction=2.0: must be in [0, 1]")
+    assert raised.endswith(": failed: wcse.errors.ConfigError: setup.mix_wc_fraction=2: must be >= 0 and <= 1")
     assert "in validate" in failed  # its traceback
     for name in ("90-died", "91-garbled", "92-invalid/"):
         assert name in stdout

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from wcse.records import Sample, from_dict
+from wcse.records import Sample, from_dict, verify_checksum
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -129,13 +129,13 @@ PHASES = (
 
 
 def stored(cache: Path) -> Counter[tuple[str, str]]:
-    """(store, key) of every shard line, read raw: each must be a valid Sample JSON line."""
+    """(store, key) of every shard line, read raw: each must be a valid, checksummed Sample JSON line."""
     assert not list((cache / "samples").glob("*/*.corrupt")), "a shard was damaged"
     lines: Counter[tuple[str, str]] = Counter()
     for shard in shards(cache):
         for lineno, line in enumerate(shard.read_text(encoding="utf-8").splitlines(), 1):
             try:
-                sample = from_dict(Sample, json.loads(line), f"{shard}:{lineno}")
+                sample = from_dict(Sample, verify_checksum(json.loads(line)), f"{shard}:{lineno}")
             except ValueError as err:
                 raise AssertionError(f"{shard}:{lineno}: not a sample line: {err}") from None
             lines[shard.parent.name, sample.key] += 1
