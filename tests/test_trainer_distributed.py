@@ -45,9 +45,13 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _spec(toy: tuple[Path, Path], out: Path, **kwargs: Any) -> TrainSpec:
+    """The toy model's training spec; ``kwargs`` override any field (a test may point data_path elsewhere)."""
     base, data = toy
-    defaults = dict(max_steps=8, learning_rate=1e-2, warmup_ratio=0.0, logging_steps=1)
-    return TrainSpec(output_dir=str(out), data_path=str(data), base_model=str(base), **{**defaults, **kwargs})
+    defaults = dict(
+        output_dir=str(out), data_path=str(data), base_model=str(base), max_steps=8, learning_rate=1e-2,
+        warmup_ratio=0.0, logging_steps=1,
+    )
+    return TrainSpec(**{**defaults, **kwargs})
 
 
 def _losses(metrics: dict) -> list[float]:
