@@ -1,5 +1,6 @@
-"""The shipped toy ladder loads, is what the config says, and reaches its recorded pass@1;
-the pretraining recipe that produced it runs (on a tiny budget)."""
+"""The shipped toy ladder loads, is what the config says, reaches its recorded pass@1, and is in
+the paper's regime (issue 13's criteria 1-3: a base-model ladder that needs few-shot prompting
+and stop strings); the pretraining recipe that produced it runs (on a tiny budget)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from transformers import AutoModelForCausalLM
 
 from tests.conftest import CONF, compose_config
 from wcse import runner
+from wcse.data import prompts
 from wcse.evaluate import Evaluator
 from wcse.roles import ROLES
+from wcse.sampling.backends import open_sampler
+from wcse.sampling.store import SampleRequest
 from wcse.toy import ladder
 
 PAIR = OmegaConf.load(CONF / "model_pair" / "toy.yaml")
@@ -27,15 +31,18 @@ def test_shipped_checkpoint_matches_the_config(role) -> None:
     assert sum(p.numel() for p in model.parameters()) == PAIR[role].params == RECORDS[role]["params"]
     record = RECORDS[role]
     assert record["command"].endswith("wcse.main stages=[pretrain] toy.publish=true")
-    assert {"seed", "seconds", "train_seconds", "steps", "date", "test_pass@1"} <= set(record)
+    assert {"seed", "seconds", "train_seconds", "steps", "date", "few_shot", "zero_shot"} <= set(record)
 
 
-def test_the_ladder_is_real() -> None:
-    """Issue #2's bar: SE 30-80%, at least 5 points above WC, WC above Student."""
-    student, wc, se = (RECORDS[r]["test_pass@1"] for r in ROLES)
-    assert 0.30 <= se <= 0.80
-    assert se >= wc + 0.05
-    assert wc > student
+def test_the_ladder_is_a_base_model_ladder() -> None:
+    """Criteria 1 and 2: few-shot test pass@1 Student < WC < SE, SE in 25-60% and 8 points above
+    WC; zero-shot, each model scores at most half of its few-shot pass@1."""
+    student, wc, se = (RECORDS[r]["few_shot"]["pass@1"] for r in ROLES)
+    assert student < wc < se
+    assert 0.25 <= se <= 0.60
+    assert se >= wc + 0.08
+    for role in ROLES:
+        assert RECORDS[role]["zero_shot"]["pass@1"] <= RECORDS[role]["few_shot"]["pass@1"] / 2, role
     assert PAIR.se.params / PAIR.wc.params == pytest.approx(3.0, abs=0.1)
 
 
@@ -43,9 +50,34 @@ def test_the_ladder_is_real() -> None:
 def test_shipped_checkpoint_reaches_its_recorded_pass_at_1(role, tmp_path: Path) -> None:
     cfg = compose_config(tmp_path)  # the default evaluator, on the default toy test split
     dataset = runner.plan(cfg, check_cache=False).outputs["dataset"].main
-    result = Evaluator(cfg, dataset).score(str(ladder.SHIPPED / role), role, tmp_path, "test")
-    assert result["n"] == 500
-    assert result["pass@1"] == pytest.approx(RECORDS[role]["test_pass@1"], abs=0.006)  # 3 of 500
+    result = Evaluator(cfg, dataset).score(str(ladder.SHIPPED / role), role, tmp_path, "test", few_shot=True)
+    assert result["n"] == 2000
+    assert result["pass@1"] == pytest.approx(RECORDS[role]["few_shot"]["pass@1"], abs=0.0026)  # 5 of 2000
+
+
+def test_base_samples_run_on_without_stop_strings_and_never_with_them(tmp_path: Path) -> None:
+    """Criterion 3, on the shipped WC sampled as the sample stage does (3-shot, the sampler's
+    temperature): without stop strings most samples go on from their answer into a next problem
+    (a question header after the ``####`` line), with them none does, and what reached
+    max_new_tokens is counted as truncated (the verify stage drops it)."""
+    cfg = compose_config(tmp_path, "dataset.toy.n_validation=100")
+    problems = runner.plan(cfg, check_cache=False).outputs["dataset"].main.splits["validation"]
+    base = {"temperature": cfg.sampler.temperature, "top_p": 1.0, "max_new_tokens": cfg.sampler.max_new_tokens}
+    headers = prompts.stop_strings("toy")
+    outcomes = {}
+    for label, params in (("without", base), ("with", base | prompts.stop_params("toy"))):
+        requests = [
+            SampleRequest.create(model="wc", dataset="toy", problem_id=p.id, index=0,
+                                 prompt=prompts.few_shot("toy", p), params=params, base_seed=0)
+            for p in problems
+        ]
+        with open_sampler(cfg.sampler, str(ladder.SHIPPED / "wc"), batch_size=64) as sampler:
+            samples = sampler.generate(requests)
+        runs_on = [any(h in s.response.partition("####")[2] for h in headers) for s in samples]
+        outcomes[label] = (sum(runs_on) / len(samples), sum(not s.finished for s in samples))
+    assert outcomes["without"][0] > 0.5
+    assert outcomes["with"][0] == 0
+    assert outcomes["with"][1] < len(problems) / 10  # a few long ones reach max_new_tokens; counted, not kept
 
 
 def test_pretraining_recipe_runs_and_is_used(tmp_path: Path) -> None:

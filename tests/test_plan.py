@@ -19,7 +19,7 @@ from wcse.plan import assumptions
 from wcse.plan.__main__ import main as plan_main
 
 H100 = peak_bf16_tflops("H100") * 1e12  # the plan's default hardware, dense bf16 FLOP/s
-TOY_PARAMS = {"wc": 659328, "se": 2006784, "student": 116544}  # conf/model_pair/toy.yaml
+TOY_PARAMS = {"wc": 660480, "se": 2009088, "student": 660480}  # conf/model_pair/toy.yaml
 
 
 def plan(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, dict]:

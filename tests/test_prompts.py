@@ -25,6 +25,7 @@ from wcse.sampling.store import SampleRequest, sample_key
 from wcse.stages import graph
 from wcse.stages.base import RunContext
 from wcse.stages.sample import sampling_params
+from wcse.toy import world
 from wcse.toy.tokenizer import prompt as toy_prompt
 
 needs_data = pytest.mark.skipif(
@@ -40,14 +41,13 @@ SOURCES = {
 # version -> digest of what renders prompts and ends their samples (templates, stop strings, chat
 # mode, exemplars). A prompt edited without a new version would silently mix old and new samples
 # under one key: bump the version and add its digest here. (v3 / humaneval-v2 added stop strings;
-# toy-v1 renders as before and has none, so its samples keep their keys: only the digest, which
-# now covers stop and chat, is new.)
+# toy-v2 is the 3-shot prompt of the document-pretrained toy ladder, with its stop strings.)
 RENDERED = {
     "math-v3": "30089ffbe72eda02",
     "gsm8k-v3": "a15dff3900f6fa33",
     "mbpp-v3": "a27582957627fffa",
     "humaneval-v2": "1408aad21b250a25",
-    "toy-v1": "97c8ddc819e5f0bc",
+    "toy-v2": "71be474d601d91c5",
 }
 FOREIGN = Problem(id="not-an-exemplar", question="What is {x} + 1?", answer="2")
 
@@ -140,10 +140,14 @@ def test_math_renders_4_exemplars_and_gsm8k_8() -> None:
     assert gsm8k.count("\n#### ") == 8 and gsm8k.count("Question: ") == 9
 
 
-def test_toy_prompt_is_the_toy_tokenizers() -> None:
-    assert (
-        prompts.zero_shot("toy", FOREIGN) == prompts.few_shot("toy", FOREIGN) == toy_prompt(FOREIGN.question)
-    )
+def test_toy_prompt_is_the_toy_tokenizers_and_shows_train_problems_in_the_graded_style() -> None:
+    assert prompts.zero_shot("toy", FOREIGN) == toy_prompt(FOREIGN.question)
+    text = prompts.few_shot("toy", FOREIGN)
+    assert text.endswith("\n\n" + toy_prompt(FOREIGN.question)) and text.count("Question :") == 4
+    train = {p.question: p for p in world.generate("train", 400, 0)}
+    for shot in prompts.template("toy").exemplars:
+        assert shot.question in train and shot.solution == train[shot.question].solution
+        assert world.check_solution(shot.solution, train[shot.question].meta, shot.answer).steps_correct
 
 
 @needs_data
@@ -209,12 +213,10 @@ def test_every_toy_request_carries_the_version_in_its_params_and_key(
     outputs = planned(compose_cfg("dataset.toy.n_train=4"), "sample")
     requests = outputs["sample"].sets["se"].requests
     problems = {p.id: p for p in outputs["dataset"].main.splits["train"]}
-    assert requests and {r.params["prompt"] for r in requests} == {"toy-v1"}
+    assert requests and {r.params["prompt"] for r in requests} == {"toy-v2"}
     for r in requests:
-        assert "stop" not in r.params  # the toy prompt has none: its keys are as before
-        assert r.key == sample_key(
-            r.model, r.dataset, r.problem_id, r.index, {**r.params, "prompt": "toy-v1"}, r.seed
-        )
+        assert r.params["stop"] == ["Question", "Problem", "Q :"]
+        assert r.key == sample_key(r.model, r.dataset, r.problem_id, r.index, r.params, r.seed)
         assert r.prompt == prompts.few_shot("toy", problems[r.problem_id])
 
 
@@ -234,7 +236,7 @@ def test_stop_strings_end_every_exemplar_and_are_params_only_when_declared() -> 
     assert prompts.stop_strings("math_4shot") == ["\nProblem:"]
     assert prompts.stop_strings("gsm8k_8shot") == ["\nQuestion:"]
     assert prompts.stop_strings("mbpp_3shot")[0] == "[DONE]"
-    assert prompts.stop_params("toy") == {}  # no "stop" key: the toy's sample keys are unchanged
+    assert prompts.stop_params("toy") == {"stop": ["Question", "Problem", "Q :"]}  # the corpus's headers
 
 
 @needs_data

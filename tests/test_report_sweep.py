@@ -43,7 +43,7 @@ from wcse.summary import (
 LEVELS = {"1": 7, "2": 12, "3": 6, "4": 10, "5": 5}  # test problems per level (toy_arith: 40)
 SUBJECTS = {"one_person": 27, "two_people": 13}
 BUDGETS = {"low": 1, "high": 10}  # SE samples per problem; compute-matched WC: 3x as many
-MODELS = {"student": ("toy-student", 116544.0), "wc": ("toy-wc", 659328.0), "se": ("toy-se", 2006784.0)}
+MODELS = {"student": ("toy-student", 660480.0), "wc": ("toy-wc", 660480.0), "se": ("toy-se", 2009088.0)}
 
 
 def _setup(name: str) -> dict:

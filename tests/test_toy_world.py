@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict
 
 import pytest
 
 from wcse.artifacts import digest
-from wcse.toy import world
+from wcse.toy import corpus, world
 from wcse.toy.tokenizer import build_tokenizer, prompt
 
 
@@ -135,3 +136,46 @@ def test_a_template_refuses_numbers_that_leave_the_world() -> None:
     loss = template.steps[0][0] == "-"
     extreme = [0 if loss else world.MAX_VALUE, world.MAX_VALUE]  # 0 - 99 < 0 or 99 + 99 > MAX_VALUE
     assert template.instantiate(extreme) is None
+
+
+
+def test_slipped_solutions_are_wrong_from_the_slip_on_and_well_formed(train) -> None:
+    wrong_answers = 0
+    for p in train[:200]:
+        text = world.slipped_solution(p.meta, random.Random(p.id))
+        check = world.check_solution(text, p.meta, p.answer)
+        assert check.status == "ok" and check.first_error is not None and not check.steps_correct, text
+        wrong_answers += not check.answer_correct
+    assert wrong_answers >= 190  # a slip carried through changes the answer, bar rare compensations
+
+
+def test_corpus_documents_keep_one_house_style_and_hold_no_held_out_problem() -> None:
+    tokenizer = build_tokenizer()
+    docs = list(corpus.documents(300, 0))
+    assert [d.text for d in docs] == [d.text for d in corpus.documents(300, 0)]
+    assert [d.text for d in docs] != [d.text for d in corpus.documents(300, 1)]
+    held_out = {p.question for s in ("validation", "test") for p in world.generate(s, 2000, 0)}
+    kinds = {"solved": 0, "slipped": 0, "unsolved": 0, "facts": 0}
+    for doc in docs:
+        ids = tokenizer(doc.text).input_ids
+        assert tokenizer.unk_token_id not in ids and len(ids) + 1 <= corpus.MAX_TOKENS  # + EOS
+        for block in doc.blocks:
+            kinds[block.kind] += 1
+            if block.problem is None:
+                assert "=" in block.text and not any(h in block.text for h in corpus.QUESTION_HEADERS)
+                continue
+            assert block.problem.question not in held_out
+            assert block.text.startswith(f"{doc.style.question} {block.problem.question}")
+            if block.kind == "unsolved":
+                assert doc.style.answer not in block.text
+                continue
+            head, _, solution = block.text.partition(f" {doc.style.answer} ")
+            n = block.text.split()[-2 if block.text.endswith(" .") else -1]
+            assert solution.endswith(doc.style.closing.format(n=n))
+            graded = world.check_solution(solution.replace(doc.style.closing.format(n=n), f"#### {n}"),
+                                          block.problem.meta, block.problem.answer)
+            assert graded.steps_correct == (block.kind == "solved"), block.text
+    assert len({(d.style.question, d.style.answer, d.style.closing) for d in docs}) == 27  # 3 x 3 x 3
+    problems = kinds["solved"] + kinds["slipped"]
+    assert abs(kinds["slipped"] / problems - corpus.SLIP_RATE) < 0.04
+    assert all(kinds.values())

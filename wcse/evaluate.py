@@ -1,4 +1,5 @@
-"""pass@1 and maj@k of a model on a split: the paper's zero-shot evaluation of finetuned models.
+"""pass@1 and maj@k of a model on a split: the paper's zero-shot evaluation of finetuned models,
+and the few-shot evaluation of base models (which zero-shot rarely answer in the graded format).
 
 Greedy decoding gives one sample per problem and pass@1 is its accuracy. Sampled evaluation
 draws ``n`` samples per problem (the paper: temperature 0.7): pass@1 is then their mean
@@ -33,15 +34,18 @@ def eval_requests(
     params: dict[str, Any],
     seed: int,
     n: int = 1,
+    few_shot: bool = False,
 ) -> list[SampleRequest]:
-    """``n`` zero-shot requests per problem (sample indices 0..n-1)."""
+    """``n`` requests per problem (sample indices 0..n-1): zero-shot, or with the prompt file's
+    exemplars (how a base model's own ability is measured, as it is sampled)."""
+    render = prompts.few_shot if few_shot else prompts.zero_shot
     return [
         SampleRequest.create(
             model=model_id,
             dataset=dataset_id,
             problem_id=p.id,
             index=j,
-            prompt=prompts.zero_shot(prompt_id, p),
+            prompt=render(prompt_id, p),
             params=params,
             base_seed=seed,
         )
@@ -103,7 +107,7 @@ def score(problems: Sequence[Problem], verdicts: Sequence[Verdict], maj_ks: Sequ
 
 
 class Evaluator:
-    """Scores a model on a split of one dataset: zero-shot requests, generation, lenient
+    """Scores a model on a split of one dataset: zero-shot (or few-shot) requests, generation, lenient
     verification, pass@1 / maj@k and, where a "steps" judge is configured and no exact checker
     is, the FPR of the model's correct answers.
 
@@ -130,12 +134,20 @@ class Evaluator:
         return problems[:limit] if limit else problems
 
     def score(
-        self, model_path: str, model_id: str, out_dir: Path, split: str, attn_implementation: str | None = None
+        self,
+        model_path: str,
+        model_id: str,
+        out_dir: Path,
+        split: str,
+        attn_implementation: str | None = None,
+        few_shot: bool = False,
     ) -> dict[str, Any]:
         """Generate, verify and score; the raw outputs stay in ``out_dir`` for inspection."""
         e = self.cfg.evaluator
         problems = self.problems(split)
-        requests = eval_requests(model_id, self.dataset.id, self.dataset.cfg.prompt, problems, self.params, self.cfg.seed, e.samples)
+        requests = eval_requests(
+            model_id, self.dataset.id, self.dataset.cfg.prompt, problems, self.params, self.cfg.seed, e.samples, few_shot
+        )
         with open_sampler(self.sampler_cfg, model_path, batch_size=e.batch_size, attn_implementation=attn_implementation) as sampler:
             samples: list[Sample] = sampler.generate(requests)
         by_id = {p.id: p for p in problems}

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wcse.stats import wilson_interval
 
-VERSION = 2
+VERSION = 3
 
 
 class Record(BaseModel):
@@ -170,7 +170,8 @@ class TransferResult(EvalResult):
 class ModelInfo(Record):
     name: str
     params: float | None
-    base: Scored | None = None  # the model before finetuning, when it was evaluated
+    base: Scored | None = None  # the model before finetuning, when it was evaluated (few-shot if the prompt has shots)
+    base_zero_shot: EvalResult | None = None  # the same, zero-shot (only when the prompt has shots)
 
 
 class CheckpointScore(Record):
@@ -195,7 +196,8 @@ class FinetuneSection(Record):
     setup_label: str  # the paper's name for the finetuned model: Student-LM, WC-LM, SE-LM
     target: str
     target_model: str
-    base_pass_at_1: float = Field(alias="base_pass@1")
+    base_pass_at_1: float = Field(alias="base_pass@1")  # the target before finetuning, as sampled (few-shot)
+    base_zero_shot_pass_at_1: float | None = Field(default=None, alias="base_zero_shot_pass@1")  # for reference
     arms: dict[str, ArmResult]
     best_arm: str | None
     wc_minus_se_pass_at_1: float | None = Field(alias="wc_minus_se_pass@1")

@@ -21,7 +21,8 @@ reads two, so it has no ``data``/``sampling``/``filter`` keys, its composition i
 - ``train/*``: ``train[arm]`` (final loss, steps, tokens/s, MFU, data composition)
 - ``eval/*``: ``finetune.arms[arm]`` (pass@1 with ``pass@1_interval/{low,high}``, ``maj/<k>``, per
   level/subject, FPR, selected checkpoint; ``eval/transfer/*`` the same on the transfer set) and
-  ``eval/base_pass@1``, ``eval/base_transfer_pass@1`` (the untuned target)
+  ``eval/base_pass@1``, ``eval/base_transfer_pass@1`` (the untuned target, few-shot when the
+  prompt has shots), ``eval/base_zero_shot_pass@1`` (the same zero-shot, for reference)
 - ``budget/*``, ``timing/*``: the job's, identical in every arm's run
 - ``eval/samples``: a table of the first evaluation outputs
 """
@@ -114,6 +115,7 @@ def arm_metrics(summary: RunSummary, arm: str) -> dict[str, float]:
             "eval": {
                 **result,
                 "base_pass@1": finetune.base_pass_at_1 if finetune is not None else None,
+                "base_zero_shot_pass@1": finetune.base_zero_shot_pass_at_1 if finetune is not None else None,
                 "base_transfer_pass@1": transfer.pass_at_1 if transfer is not None else None,
             },
             "budget": budget,

@@ -43,7 +43,8 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         )
     ft = summary.finetune
     if ft is not None:
-        table = Table(title=f"Finetuning {ft.target_model} (setup {ft.setup}); base pass@1 {pct(ft.base_pass_at_1)}")
+        zero = "" if ft.base_zero_shot_pass_at_1 is None else f" few-shot, {pct(ft.base_zero_shot_pass_at_1)} zero-shot"
+        table = Table(title=f"Finetuning {ft.target_model} (setup {ft.setup}); base pass@1 {pct(ft.base_pass_at_1)}{zero}")
         transfer = next((r.transfer.name for r in ft.arms.values() if r.transfer is not None), None)
         columns = ["data", "paradigm", "pass@1", "95% CI", *([f"pass@1 on {transfer}"] if transfer else []),
                    "FPR of correct answers", "checkpoint (val. pass@1)"]

@@ -1,4 +1,9 @@
-"""Stage ``evaluate``: the base models and each arm's finetuned target, scored zero-shot.
+"""Stage ``evaluate``: the base models and each arm's finetuned target, scored.
+
+Finetuned models are scored zero-shot, the form they were trained on. Base models are scored
+with the sampling prompt's exemplars when it has any (their real ability: a base model zero-shot
+rarely closes in the graded format), and zero-shot beside it for reference; every gain is
+measured against the few-shot score, as the paper's base rows are.
 
 The paper's checkpoint selection: every saved checkpoint of an arm's finetune is scored on the
 validation split and the best one is tested (ties: the later step). With a transfer set, the
@@ -13,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from wcse.data import prompts
 from wcse.evaluate import Evaluator
 from wcse.judging import run_judge
 from wcse.roles import ROLES
@@ -43,6 +49,7 @@ class Scores:
         split: str | None = None,
         group: str = "dataset",
         attn_implementation: str | None = None,
+        few_shot: bool = False,
     ) -> dict[str, Any]:
         """A model's scores on a split of the dataset, or (``group="transfer"``) of the transfer set."""
         evaluator = self.evaluators[group]
@@ -59,20 +66,26 @@ class Scores:
             payload["judge"] = self.judge.identity
         if attn_implementation is not None:  # an explicit one (absent by default, so keys stay)
             payload["attn_implementation"] = attn_implementation
+        if few_shot:  # as above: zero-shot keys stay as they were
+            payload["few_shot"] = True
 
         def build(out: Path) -> None:
-            result = evaluator.score(model_path, model_id, out, split, attn_implementation)
+            result = evaluator.score(model_path, model_id, out, split, attn_implementation, few_shot)
             (out / "result.json").write_text(json.dumps(result, indent=1))
 
         path = self.ctx.cache.get_or_build("evaluate", payload, build, label=label)
         return json.loads((path / "result.json").read_text()) | {"dir": str(path)}  # samples.jsonl, verdicts.jsonl
 
-    def scored(self, label: str, model_path: str, model_id: str, attn_implementation: str | None = None) -> dict[str, Any]:
+    def scored(
+        self, label: str, model_path: str, model_id: str, attn_implementation: str | None = None, few_shot: bool = False
+    ) -> dict[str, Any]:
         """A model's test scores, with its scores on the transfer set (if any) under ``"transfer"``."""
-        result = self.evaluation(label, model_path, model_id, attn_implementation=attn_implementation)
+        result = self.evaluation(label, model_path, model_id, attn_implementation=attn_implementation, few_shot=few_shot)
         if "transfer" in self.evaluators:
             name = self.ctx.cfg.transfer.name
-            transfer = self.evaluation(f"{label} ({name})", model_path, model_id, group="transfer", attn_implementation=attn_implementation)
+            transfer = self.evaluation(
+                f"{label} ({name})", model_path, model_id, group="transfer", attn_implementation=attn_implementation, few_shot=few_shot
+            )
             result["transfer"] = {"name": name, **transfer}
         return result
 
@@ -113,12 +126,13 @@ def build(ctx: RunContext, inputs: Inputs, _: None) -> dict[str, Any]:
     cfg, models = ctx.cfg, inputs["pretrain"]
     target, pair = cfg.setup.target, cfg.model_pair
     scores = Scores(ctx, inputs)
-    base = {
-        role: scores.scored(
-            f"{role} (base)", models.path(role, target=True), models.id(role, target=True), models.spec(role).attn_implementation
-        )
-        for role in dict.fromkeys([target, *cfg.evaluator.baselines])
-    }
+    shots = prompts.template(cfg.dataset.prompt).shots
+    base, zero_shot = {}, {}
+    for role in dict.fromkeys([target, *cfg.evaluator.baselines]):
+        where = (models.path(role, target=True), models.id(role, target=True), models.spec(role).attn_implementation)
+        base[role] = scores.scored(f"{role} (base, {shots}-shot)", *where, few_shot=shots > 0)
+        if shots:
+            zero_shot[role] = scores.evaluation(f"{role} (base, zero-shot)", *where[:2], attn_implementation=where[2])
     arms = {}
     for arm, run in inputs["train"].items():
         selection = scores.selected(run)
@@ -131,7 +145,12 @@ def build(ctx: RunContext, inputs: Inputs, _: None) -> dict[str, Any]:
     transfer = {arm: r["transfer"]["pass@1"] for arm, r in arms.items() if "transfer" in r}
     return {
         "models": {
-            role: {"name": pair[role].name, "params": pair[role].params, **({"base": base[role]} if role in base else {})}
+            role: {
+                "name": pair[role].name,
+                "params": pair[role].params,
+                **({"base": base[role]} if role in base else {}),
+                **({"base_zero_shot": zero_shot[role]} if role in zero_shot else {}),
+            }
             for role in ROLES
         },
         "finetune": {
@@ -140,6 +159,7 @@ def build(ctx: RunContext, inputs: Inputs, _: None) -> dict[str, Any]:
             "target": target,
             "target_model": pair[target].name,
             "base_pass@1": base[target]["pass@1"],
+            "base_zero_shot_pass@1": zero_shot[target]["pass@1"] if target in zero_shot else None,
             "arms": arms,
             "best_arm": max(by_arm, key=by_arm.get) if by_arm else None,
             "wc_minus_se_pass@1": wc_minus_se(by_arm),

@@ -10,10 +10,10 @@ from __future__ import annotations
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from wcse.toy import world
+from wcse.data import prompts
+from wcse.toy import corpus, world
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
-PROMPT_SUFFIX = "Answer :"
 
 
 def vocabulary() -> list[str]:
@@ -22,7 +22,8 @@ def vocabulary() -> list[str]:
         *world.NAMES,
         *world.ITEMS,
         *(w for verb in world.GAIN_VERBS + world.LOSS_VERBS for w in verb.split()),
-        *"has more boxes of How many does do have now and together than ? Answer :".split(),
+        *"has more boxes of How many does do have now and together than ?".split(),
+        *(w for text in (*corpus.QUESTION_HEADERS, *corpus.ANSWER_HEADERS, *corpus.CLOSINGS) for w in text.format(n="").split()),
         *world.OPS,
         "=",
         world.STEP_SEP,
@@ -54,5 +55,6 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def prompt(question: str) -> str:
-    """The zero-shot toy prompt: the solution follows ``Answer :``."""
-    return f"{question} {PROMPT_SUFFIX}"
+    """The zero-shot toy prompt (``wcse/data/prompts/toy.yaml``): the form finetuning and
+    evaluation use; sampling puts the file's exemplars in front."""
+    return prompts.template("toy").question.format(question=question)

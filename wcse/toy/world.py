@@ -48,6 +48,7 @@ ANSWER_MARK = "####"
 STEP_SEP = "."
 VARIANT_ATTEMPTS = 2000  # draws per test problem before it is left with fewer variants
 CONNECTIVE = "so"
+CORPUS_SEED = 1_000_003  # the pretraining corpus's draws of train problems, apart from the dataset's
 
 # Split buckets by a hash of the question text: disjoint by construction, whatever the seeds.
 _BUCKETS = {"test": range(0, 5), "validation": range(5, 10), "train": range(10, 100)}
@@ -265,10 +266,25 @@ def _ready_orders(steps: list[list], rng: random.Random) -> list[int]:
 
 def reference_solution(meta: dict, rng: random.Random) -> str:
     """A valid solution in a randomly chosen form (see the module docstring)."""
-    steps, values = meta["steps"], meta["values"]
+    return _solution(meta, rng, slip=False)
+
+
+def slipped_solution(meta: dict, rng: random.Random) -> str:
+    """A solution in a random form with one arithmetic slip: one step's result off by 1 or 2,
+    and the later steps computed correctly from the wrong value, so the final answer is
+    (almost always) wrong; the pretraining corpus's share of human error. A problem where no
+    slip keeps every value in 0..MAX_VALUE gets a valid solution."""
+    return _solution(meta, rng, slip=True)
+
+
+def _solution(meta: dict, rng: random.Random, slip: bool) -> str:
+    steps, values = meta["steps"], list(meta["values"])
     connective = rng.random() < 0.5
     parts = [f"{who} has {n} {STEP_SEP}" for who, n in meta["people"].items() if rng.random() < 0.3]
-    for i in _ready_orders(steps, rng):
+    order = _ready_orders(steps, rng)
+    if slip:
+        values = _slipped_values(steps, values, order, rng) or values
+    for i in order:
         op, x, y = steps[i]
         a, b = (values[int(r[1:])] if isinstance(r, str) else r for r in (x, y))
         if op in COMMUTATIVE and rng.random() < 0.5:
@@ -277,6 +293,21 @@ def reference_solution(meta: dict, rng: random.Random) -> str:
         parts.append(f"{lead}{a} {op} {b} = {values[i]} {STEP_SEP}")
     parts.append(f"{ANSWER_MARK} {values[-1]}")
     return " ".join(parts)
+
+
+def _slipped_values(steps: list[list], values: list[int], order: list[int], rng: random.Random) -> list[int] | None:
+    """The step values with step ``order[k]`` (k random) off by a small delta, propagated."""
+    k = rng.randrange(len(order))
+    for delta in rng.sample((-2, -1, 1, 2), 4):
+        wrong = list(values)
+        for position, i in enumerate(order):
+            op, x, y = steps[i]
+            if position >= k:
+                a, b = (wrong[int(r[1:])] if isinstance(r, str) else r for r in (x, y))
+                wrong[i] = OPS[op](a, b) + (delta if position == k else 0)
+        if all(0 <= v <= MAX_VALUE for v in wrong):
+            return wrong
+    return None
 
 
 def solution_forms(meta: dict, k: int, seed: int = 0) -> Iterator[str]:
