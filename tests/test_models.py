@@ -39,7 +39,8 @@ GEMMA2 = dict(  # a tiny Gemma2 with the real model's caps (attention 50, final 
     attn_logit_softcapping=50.0, final_logit_softcapping=30.0, pad_token_id=0, bos_token_id=2, eos_token_id=3,
 )
 LLAMA = dict(
-    vocab_size=152, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1,
+    vocab_size=len(toy_tokenizer.vocabulary()), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+    num_attention_heads=1,
     num_key_value_heads=1, head_dim=64, max_position_embeddings=128, bos_token_id=2, eos_token_id=3,
 )
 

@@ -89,7 +89,7 @@ def report(sweep: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
         shutil.copytree(job, root / name)
     (root / "90-died" / "summary.json").unlink()
     (root / "91-garbled" / "summary.json").write_text(
-        '{"version": 2, "sampling": {"budget": {"se_samples": 1,'
+        '{"version": 3, "sampling": {"budget": {"se_samples": 1,'
     )
     _run(
         "-m",

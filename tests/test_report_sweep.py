@@ -377,7 +377,7 @@ def test_jobs_that_left_no_readable_summary_are_listed_not_fatal(tmp_path) -> No
     grid(tmp_path, ("kd",))
     write_job(tmp_path, "90-died", ["setup=w2s"], None, log="[wcse.runner][INFO] - === stage train\nKilled\n")
     (write_job(tmp_path, "91-garbled", ["setup=w2s"], None) / "summary.json").write_text(
-        '{"version": 2, "run": {'
+        '{"version": 3, "run": {'
     )
     old = {"budget": {"se_samples": 1}, "finetune": {"arms": {"wc": {"pass@1": 0.3}}}}  # version 1's layout
     (write_job(tmp_path, "92-old", ["setup=w2s", "budget=high"], None) / "summary.json").write_text(
@@ -399,7 +399,7 @@ def test_jobs_that_left_no_readable_summary_are_listed_not_fatal(tmp_path) -> No
     assert list(failed) == ["91-garbled", "92-old", "93-incomplete", "90-died", "94-raised"]
     assert failed["90-died"].reason.startswith("no summary.json") and "Killed" in failed["90-died"].log_tail
     assert "unreadable summary" in failed["91-garbled"].reason
-    assert "summary version 1, this wcse reads version 2" in failed["92-old"].reason
+    assert "summary version 1, this wcse reads version 3" in failed["92-old"].reason
     assert "not a wcse run summary" in failed["93-incomplete"].reason
     assert "finetune.arms.se.pass@1" in failed["93-incomplete"].reason  # where the summary is short
     assert failed["94-raised"].reason == "failed: ValueError: setup.mix_wc_fraction=2.0: must be in [0, 1]"

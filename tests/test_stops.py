@@ -131,7 +131,7 @@ def test_stopped_rows_free_the_batch_early(bigram: HFSampler) -> None:
 def test_stop_strings_are_part_of_the_key() -> None:
     with_stop, without = bigram_requests(stop=True), bigram_requests(stop=False)
     assert all(a.key != b.key for a, b in zip(with_stop, without, strict=True))
-    assert prompts.stop_params("toy") == {}  # a prompt without stop strings keeps its keys
+    assert prompts.stop_params("toy") == {"stop": prompts.stop_strings("toy")}  # they enter every key
 
 
 def test_cut_at_stop_takes_the_stop_that_completes_first() -> None:

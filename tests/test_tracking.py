@@ -248,7 +248,7 @@ def test_a_tracking_failure_is_logged_and_the_job_goes_on(compose_cfg, wandb_env
     train = {"train_loss": 1.0, "steps": 1, "n_examples": 1, "train_seconds": 1.0, "tokens_per_second": 1.0,
              "mfu": None, "world_size": 1, "data": {"rows": 1, "by_source": {"wc": 1}},
              "dir": str(Path(cfg.paths.run_dir) / "no-such-training")}
-    summary = RunSummary.parse({"version": 2, "train": {"wc": train}})
+    summary = RunSummary.parse({"version": 3, "train": {"wc": train}})
     with caplog.at_level(logging.ERROR, logger="wcse.tracking"):
         track(cfg, summary)  # metrics.json is missing: the run fails, the job does not
     assert "wandb tracking failed" in caplog.text and "FileNotFoundError" in caplog.text

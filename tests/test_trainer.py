@@ -104,7 +104,7 @@ def test_deepspeed_zero2_finetune(toy: tuple[Path, Path], tmp_path: Path) -> Non
 
 def test_pretrain_from_init_config(toy: tuple[Path, Path], tmp_path: Path) -> None:
     base, data = toy
-    spec = TrainSpec(output_dir=str(tmp_path / "run"), data_path=str(data), init_config=tiny_config(152),
+    spec = TrainSpec(output_dir=str(tmp_path / "run"), data_path=str(data), init_config=tiny_config(len(toy_tokenizer.vocabulary())),
                      tokenizer_path=str(base), max_steps=4, per_device_batch_size=4, learning_rate=1e-2,
                      logging_steps=1, attn_implementation="eager", gradient_checkpointing=True)
     metrics = run_training(spec)

@@ -99,7 +99,7 @@ def _block(style: Style, pools: dict[int, list[Problem]], rng: random.Random) ->
     kind = rng.random()
     if kind < FACTS_RATE:
         return Block("facts", _facts(rng))
-    levels, weights = zip(*LEVEL_WEIGHTS.items())
+    levels, weights = list(LEVEL_WEIGHTS), list(LEVEL_WEIGHTS.values())
     problem = rng.choice(pools[rng.choices(levels, weights)[0]])
     statement = f"{style.question} {problem.question}"
     if kind < FACTS_RATE + UNSOLVED_RATE:
