@@ -20,6 +20,7 @@ pytest.importorskip("vllm")
 
 from tests.conftest import SHARED_DATA  # noqa: E402
 from tests.test_stops import EXPECTED, bigram_requests, gsm8k_requests, outcome, save_bigram_model  # noqa: E402
+from wcse.data import prompts  # noqa: E402
 from wcse.records import Sample, cut_at_stop  # noqa: E402
 from wcse.sampling.hf import HFSampler  # noqa: E402
 from wcse.sampling.store import SampleRequest  # noqa: E402
@@ -32,9 +33,11 @@ ENGINE = {"max_model_len": 256, "enforce_eager": True, "dtype": "float32"}
 
 
 def make_requests(
-    n_problems: int, *, indices: range = range(1), temperature: float = 1.0, max_new_tokens: int = 64
+    n_problems: int, *, indices: range = range(1), temperature: float = 1.0, max_new_tokens: int = 64, stop: bool = False
 ) -> list[SampleRequest]:
     params = {"temperature": temperature, "top_p": 1.0, "max_new_tokens": max_new_tokens}
+    if stop:  # the toy prompt's: a base model goes on from its answer into a next problem
+        params["stop"] = prompts.stop_strings("toy")
     return [
         SampleRequest.create(
             model="toy-se", dataset="toy-test", problem_id=p.id, index=j,
@@ -152,8 +155,9 @@ def test_greedy_mostly_agrees_with_hf(vllm_sampler: VLLMSampler, hf_sampler: HFS
 
 @pytest.mark.slow
 def test_token_counts_and_finish_reasons_match_the_text(vllm_sampler: VLLMSampler) -> None:
-    """With a word-level tokenizer the text re-tokenizes to the generated ids minus the stop token."""
-    short, long = make_requests(8, max_new_tokens=6), make_requests(8, max_new_tokens=96)
+    """With a word-level tokenizer the text re-tokenizes to the generated ids minus what stopped it
+    (EOS, or the stop string's tokens, which were generated and paid for)."""
+    short, long = make_requests(8, max_new_tokens=6), make_requests(8, max_new_tokens=96, stop=True)
     mixed = [r for pair in zip(short, long, strict=True) for r in pair]  # each request's own limit
     samples = vllm_sampler.generate(mixed)
     hf_tokenizer = AutoTokenizer.from_pretrained(CHECKPOINT)
@@ -162,7 +166,8 @@ def test_token_counts_and_finish_reasons_match_the_text(vllm_sampler: VLLMSample
         text_tokens = len(hf_tokenizer(sample.text, add_special_tokens=False)["input_ids"])
         assert sample.prompt_tokens == len(hf_tokenizer(request.prompt)["input_ids"])
         if sample.finish_reason == "stop":
-            assert sample.generated_tokens == text_tokens + 1 <= limit
+            stopper = len(hf_tokenizer(sample.stop_string, add_special_tokens=False)["input_ids"]) if sample.stop_string else 1
+            assert sample.generated_tokens == text_tokens + stopper <= limit
         else:
             assert sample.finish_reason == "length"
             assert sample.generated_tokens == text_tokens == limit

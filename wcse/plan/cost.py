@@ -272,11 +272,12 @@ class CellPlanner:
                 cell.flags.append(f"{s.model}: neither a parameter count nor prices: its cost is not planned")
 
     # -- finetuning and evaluation ----------------------------------------------------------
-    def _zero_shot_tokens(self, path: str, dataset: Any) -> float:
+    def _zero_shot_tokens(self, path: str, dataset: Any, render: Any = prompts.zero_shot) -> float:
+        """Mean prompt tokens of the train problems, zero-shot (or as ``render`` writes them)."""
         problems: list[Problem] = dataset.splits["train"]
         if not problems:
             return 0.0
-        counts, _ = self.counter.counts(path, [prompts.zero_shot(dataset.cfg.prompt, p) for p in problems])
+        counts, _ = self.counter.counts(path, [render(dataset.cfg.prompt, p) for p in problems])
         return sum(counts) / len(counts)
 
     def _size(self, cfg: Any, role: str, *, target: bool) -> float | None:
@@ -319,11 +320,18 @@ class CellPlanner:
             count = (checkpoints * validation + test) * e.samples
             params = self._size(cfg, target, target=True)
             out.append(self._evaluation(f"arm:{f.path}", f"{target} on {f.arm}", count, per_generation, params))
+        few_shot = prompts.template(main.cfg.prompt).shots > 0  # base models: few-shot, and zero-shot beside it
         for role in dict.fromkeys([target, *e.baselines]):
             spec = cfg.model_pair[role]
             path = spec.target or spec.path
             params = self._size(cfg, role, target=True)
-            out.append(self._evaluation(f"base:{path}:{evaluation_key}", f"{path} (base)", test * e.samples, per_generation, params))
+            runs = [("", "base", test, per_generation)]
+            if few_shot:
+                shots = self._zero_shot_tokens(path, main, prompts.few_shot) + min(mean, e.max_new_tokens)
+                runs = [(":few", "base, few-shot", test, shots), ("", "base, zero-shot", n(main.splits[e.split]), per_generation)]
+            for suffix, label, count, tokens in runs:
+                key = f"base:{path}:{evaluation_key}{suffix}"
+                out.append(self._evaluation(key, f"{path} ({label})", count * e.samples, tokens, params))
         return out
 
     def _evaluation(self, key: str, model: str, generations: int, per_generation: float, params: float | None) -> Evaluation:
