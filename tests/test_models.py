@@ -34,7 +34,7 @@ from wcse.toy import world
 TOY = Path(__file__).resolve().parents[1] / "wcse" / "toy" / "checkpoints"
 COMMIT_A, COMMIT_B = "a" * 40, "0123456789abcdef0123456789abcdef01234567"
 GEMMA2 = dict(  # a tiny Gemma2 with the real model's caps (attention 50, final logits 30)
-    vocab_size=152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+    vocab_size=len(toy_tokenizer.vocabulary()), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
     num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32, sliding_window=16, max_position_embeddings=128,
     attn_logit_softcapping=50.0, final_logit_softcapping=30.0, pad_token_id=0, bos_token_id=2, eos_token_id=3,
 )

@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from tests.conftest import CONF
 from tests.test_trainer import ZERO2, write_toy
+from wcse.toy.tokenizer import vocabulary
 from wcse.train.launch import command, run_training
 from wcse.train.spec import TrainSpec
 
@@ -25,7 +26,7 @@ ZERO3 = {**ZERO2, "zero_optimization": {"stage": 3}}
 LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": "all-linear"}
 # Slower steps than the tiny base model's, so a run can be caught between two checkpoints.
 RESUME_MODEL = dict(
-    vocab_size=152, hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+    vocab_size=len(vocabulary()), hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
     num_key_value_heads=4, head_dim=64, max_position_embeddings=128, bos_token_id=2, eos_token_id=3, pad_token_id=0,
 )
 
