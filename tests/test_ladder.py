@@ -58,7 +58,7 @@ def test_shipped_checkpoint_reaches_its_recorded_pass_at_1(role, tmp_path: Path)
 def test_base_samples_run_on_without_stop_strings_and_never_with_them(tmp_path: Path) -> None:
     """Criterion 3, on the shipped WC sampled as the sample stage does (3-shot, the sampler's
     temperature): without stop strings about half the samples go on from their answer into a next
-    problem (they write a question header; 48% of 200 validation problems for WC and SE alike; most
+    problem (they write a question header; 47.5% of 200 validation problems for WC and SE alike; most
     of the others end with EOS, because a 3-shot prompt and its answer are as long as a corpus
     document, 250 tokens at most, so criterion 3's "most" is missed narrowly), with them none does, and what reached
     max_new_tokens is counted as truncated (the verify stage drops it)."""

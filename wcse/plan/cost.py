@@ -197,7 +197,7 @@ class CellPlanner:
             generated[role] = mean_generated
         self._ratios(cfg, cell)
         models_ = outputs["pretrain"]
-        zero_shot = self._zero_shot_tokens(models_.path(cfg.setup.target, target=True), dataset)
+        zero_shot = self._prompt_tokens(models_.path(cfg.setup.target, target=True), dataset)
         for arm, trained in outputs.get("train", {}).items():
             mean = sum(generated[source] for source in arm_sources(arm)) / len(arm_sources(arm))
             cell.finetunes.append(self._finetune(ctx, cfg, arm, trained, zero_shot + mean))
@@ -272,7 +272,7 @@ class CellPlanner:
                 cell.flags.append(f"{s.model}: neither a parameter count nor prices: its cost is not planned")
 
     # -- finetuning and evaluation ----------------------------------------------------------
-    def _zero_shot_tokens(self, path: str, dataset: Any, render: Any = prompts.zero_shot) -> float:
+    def _prompt_tokens(self, path: str, dataset: Any, render: Any = prompts.zero_shot) -> float:
         """Mean prompt tokens of the train problems, zero-shot (or as ``render`` writes them)."""
         problems: list[Problem] = dataset.splits["train"]
         if not problems:
@@ -327,7 +327,7 @@ class CellPlanner:
             params = self._size(cfg, role, target=True)
             runs = [("", "base", test, per_generation)]
             if few_shot:
-                shots = self._zero_shot_tokens(path, main, prompts.few_shot) + min(mean, e.max_new_tokens)
+                shots = self._prompt_tokens(path, main, prompts.few_shot) + min(mean, e.max_new_tokens)
                 runs = [(":few", "base, few-shot", test, shots), ("", "base, zero-shot", n(main.splits[e.split]), per_generation)]
             for suffix, label, count, tokens in runs:
                 key = f"base:{path}:{evaluation_key}{suffix}"

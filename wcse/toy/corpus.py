@@ -42,6 +42,7 @@ SLIP_RATE = 0.25  # share of solved problems with one wrong step
 UNSOLVED_RATE = 0.05  # share of blocks that state a problem and give no solution
 FACTS_RATE = 0.15  # share of blocks that are lines of arithmetic facts
 MAX_TOKENS = 250  # per document, BOS and EOS included (under ladder.MAX_POSITIONS)
+CORPUS_SEED = 1_000_003  # the corpus's draws of train problems, apart from the dataset's train split
 PROBLEM_POOL = 40_000  # distinct train problems the documents draw from, per level
 
 
@@ -115,7 +116,7 @@ def documents(n: int, seed: int) -> Iterator[Document]:
     """``n`` documents, seeded (their text goes to the trainer, which adds BOS and EOS)."""
     rng = random.Random(seed)
     pools = {
-        level: world.generate("train", PROBLEM_POOL // len(world.LEVELS), world.CORPUS_SEED + seed, (level,))
+        level: world.generate("train", PROBLEM_POOL // len(world.LEVELS), CORPUS_SEED + seed, (level,))
         for level in world.LEVELS
     }
     for _ in range(n):

@@ -48,7 +48,6 @@ ANSWER_MARK = "####"
 STEP_SEP = "."
 VARIANT_ATTEMPTS = 2000  # draws per test problem before it is left with fewer variants
 CONNECTIVE = "so"
-CORPUS_SEED = 1_000_003  # the pretraining corpus's draws of train problems, apart from the dataset's
 
 # Split buckets by a hash of the question text: disjoint by construction, whatever the seeds.
 _BUCKETS = {"test": range(0, 5), "validation": range(5, 10), "train": range(10, 100)}
