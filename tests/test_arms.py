@@ -13,7 +13,7 @@ from wcse.train.arms import ARMS, arm_sources, build_arm
 def _rows(source: str, per_problem: dict[str, int]) -> list[dict]:
     """Kept rows as ``verified(role)`` writes them: ``per_problem[pid]`` correct samples of pid."""
     return [
-        {"prompt": f"question {pid} Answer :", "completion": f" {source} solution {j} of {pid}", "problem_id": pid}
+        {"prompt": f"question {pid} Answer :", "completion": f" {source} solution {j} of {pid}", "problem_id": pid, "index": j}
         for pid, n in per_problem.items()
         for j in range(n)
     ]
@@ -73,7 +73,8 @@ def test_one_per_problem_choice_depends_on_the_seed_and_the_problem_only() -> No
 
 @pytest.mark.parametrize("arm", ARMS)
 def test_every_arm_is_deterministic_given_the_seed(arm: str) -> None:
-    assert build_arm(arm, ROWS, seed=7) == build_arm(arm, ROWS, seed=7)
+    split = {"wc": 2, "se": 1}  # read by mix_budget only
+    assert build_arm(arm, ROWS, split=split, seed=7) == build_arm(arm, ROWS, split=split, seed=7)
 
 
 def test_mix_depends_on_the_seed() -> None:
@@ -84,6 +85,7 @@ def test_mix_depends_on_the_seed() -> None:
 def test_sources() -> None:
     assert {arm: arm_sources(arm) for arm in ARMS} == {
         "wc": ("wc",), "se": ("se",), "mix": ("wc", "se"), "wc_one": ("wc",), "se_one": ("se",),
+        "mix_budget": ("wc", "se"),
     }
     assert build_arm("wc", {"wc": ROWS["wc"]})  # an arm reads only its own sources
 

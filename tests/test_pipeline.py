@@ -128,6 +128,35 @@ def test_the_toy_experiments_run_end_to_end(tiny, experiment: str) -> None:
         assert set(arms) == {"wc", "se", "mix", "wc_one", "se_one"}
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "arm",
+    [["verifier=process"], ["budget=sample_matched", "+sampler.role_temperature.se=1.0"],
+     ["budget.wc_spend=questions", "dataset.toy.n_train=120", "budget.problems=40"],
+     ["budget.se_samples=2", "setup.arms=[mix_budget]", "setup.mix_budget_wc_share=0.5"]],
+    ids=["process_filter", "sample_matched_hot_se", "questions", "mixing"],
+)
+def test_each_research_arm_runs_end_to_end(tiny, arm: list[str]) -> None:
+    root, _ = tiny
+    summary = run(root, "setup=self_improve", *arm)
+    sampling, kept = summary.sampling.models, summary.filter.models
+    if arm[0] == "verifier=process":  # every kept sample has every step right: no false positive left
+        assert summary.filter.method == "process"
+        assert all(kept[r].kept_false_positives.value in (0.0, None) for r in kept)
+        assert all(kept[r].kept_for_training <= kept[r].correct for r in kept)
+    elif arm[0] == "budget=sample_matched":
+        assert sampling["se"].samples_per_problem == sampling["wc"].samples_per_problem == 3
+        temperatures = {json.loads(line)["params"]["temperature"] for s in Path(sampling["se"].store).glob("shard-*.jsonl") for line in open(s)}
+        assert temperatures == {1.0} and summary.sampling.realised_flops_ratio_wc_over_se < 0.5  # SE spent ~3x
+    elif arm[0].startswith("budget.wc_spend"):
+        assert (sampling["wc"].problems, sampling["wc"].samples_per_problem) == (120, 1)
+        assert (sampling["se"].problems, sampling["se"].samples_per_problem) == (40, 1)
+        assert 0.6 < summary.sampling.realised_flops_ratio_wc_over_se < 1.6  # still compute-matched
+    else:  # 2 SE / 6 WC samples per problem, half the compute each: 3 WC + 1 SE of each problem
+        by_source = summary.train["mix_budget"].data.by_source
+        assert by_source["wc"] <= 3 * 40 and by_source.get("se", 0) <= 40
+
+
 def test_a_higher_budget_generates_only_the_difference(tiny) -> None:
     root, _ = tiny
     before = {s.read_text() for s in shards(root)}

@@ -106,6 +106,29 @@ def plan(
     return SampleBudget(se_samples, wc_samples, mode, float(ratio), wc_samples / se_samples)
 
 
+SPENDS = ("samples", "questions")
+
+
+def spread(plan: SampleBudget, problems: int, pool: int, spend: str = "samples") -> dict[str, tuple[int, int]]:
+    """(train problems, samples per problem) of each sampler role: SE samples its count on the first
+    ``problems`` of a train pool of ``pool``; WC spends its matched budget on more samples of the same
+    problems (``samples``, the paper) or on as many samples as SE of more problems (``questions``:
+    ``round(problems * S_WC / S_SE)`` of them, the first ones of the pool)."""
+    if not 1 <= problems <= pool:
+        raise ValueError(f"budget.problems={problems}: must be in 1..{pool} (the train problems there are)")
+    if spend == "samples":
+        return {"se": (problems, plan.se_samples), "wc": (problems, plan.wc_samples)}
+    if spend != "questions":
+        raise ValueError(f"budget.wc_spend={spend!r}: expected one of {SPENDS}")
+    wc_problems = math.floor(Fraction(problems * plan.wc_samples, plan.se_samples) + Fraction(1, 2))
+    if wc_problems > pool:
+        raise ValueError(
+            f"budget.wc_spend=questions: WC's budget buys {wc_problems} problems at {plan.se_samples} sample(s) each, "
+            f"the train pool has {pool}; lower budget.problems to at most {pool * plan.se_samples // plan.wc_samples} or grow the pool"
+        )
+    return {"se": (problems, plan.se_samples), "wc": (wc_problems, plan.se_samples)}
+
+
 def nominal_flops(
     n_problems: int, samples_per_problem: int, tokens_per_sample: float, params: float
 ) -> float:

@@ -102,6 +102,8 @@ class BudgetConfig:
     se_samples: int = bounded(1, ge=1)  # samples per problem from SE; WC's count is derived, never typed in
     scale: float = bounded(1.0, gt=0)  # multiplies WC's count (the paper's 0.15x Gemini arm)
     rounding: str = "nearest"  # nearest | floor | ceil (wcse.budget)
+    problems: int | None = bounded(None, ge=1)  # SE samples the first N train problems (None: all of them)
+    wc_spend: str = "samples"  # samples: WC's extra budget buys samples per problem | questions: more problems (wcse.budget.spread)
 
 
 @dataclass
@@ -112,6 +114,7 @@ class SetupConfig:
     arms: list[str] = field(default_factory=lambda: ["wc", "se"])  # SFT data arms (wcse.train.arms.ARMS)
     paradigm: dict[str, str] = field(default_factory=dict)  # arm -> paradigm, for the report
     mix_wc_fraction: float = bounded(0.5, ge=0, le=1)  # the WC share of the ``mix`` arm (the paper's mixing ablation)
+    mix_budget_wc_share: float = bounded(0.5, ge=0, le=1)  # the share of sampling compute the ``mix_budget`` arm spends on WC
 
 
 @dataclass
@@ -126,6 +129,7 @@ class ShardConfig:
 class SamplerConfig:
     backend: str = "hf"  # hf | vllm | openai
     temperature: float = bounded(0.7, ge=0)
+    role_temperature: dict[str, float] = bounded(default_factory=dict, ge=0)  # role -> its own temperature: +sampler.role_temperature.se=1.0
     top_p: float = bounded(1.0, gt=0, le=1)
     max_new_tokens: int = bounded(128, ge=1)
     batch_size: int = bounded(64, ge=1)

@@ -18,12 +18,12 @@ from omegaconf import OmegaConf
 from wcse import budget, schema
 from wcse.errors import ConfigError
 from wcse.models import TOY_PREFIX, split_revision
-from wcse.roles import ROLES
+from wcse.roles import ROLES, SAMPLERS
 from wcse.sampling.backends import BACKENDS, request_params
 from wcse.stages import ORDER
 from wcse.train.arms import ARMS
 
-VERIFY_METHODS = ("answer", "judge", "none")
+VERIFY_METHODS = ("answer", "process", "judge", "none")
 
 
 def validate(cfg: Any) -> None:
@@ -104,6 +104,11 @@ def _cross_checks(cfg: Any) -> None:
         raise ConfigError(f"evaluator.maj_ks={list(e.maj_ks)}: each k must be in 1..evaluator.samples={e.samples}")
     if e.samples > 1 and e.temperature == 0:
         raise ConfigError(f"evaluator.samples={e.samples} at temperature 0 repeats one greedy answer; set evaluator.temperature")
+    stray = [role for role in cfg.sampler.role_temperature if role not in SAMPLERS]
+    if stray:
+        raise ConfigError(f"sampler.role_temperature: unknown sampler role(s) {stray}; known: {list(SAMPLERS)}")
+    if cfg.budget.wc_spend not in budget.SPENDS:
+        raise ConfigError(f"budget.wc_spend={cfg.budget.wc_spend!r}: must be one of {list(budget.SPENDS)}")
     shard = cfg.sampler.shard
     if shard.index >= shard.count:
         raise ConfigError(f"sampler.shard: index {shard.index} is not in [0, count={shard.count})")

@@ -63,6 +63,7 @@ class Budget(Record):
 
 class SamplingCost(Record):
     samples_per_problem: int
+    problems: int | None = None  # train problems sampled (budget.problems, budget.wc_spend=questions)
     store: str
     samples: int
     prompt_tokens: int
@@ -90,6 +91,7 @@ class FilterCounts(Record):
     truncated: int  # cut by max_new_tokens (finish_reason "length"): never kept unless kept_truncated
     kept_truncated: bool
     kept_for_training: int
+    kept_false_positives: Rate | None = None  # right answer, wrong reasoning, among the kept samples whose reasoning was checked
     status: dict[str, int]
     judge: JudgeAgreement | None = None  # label-free filtering: how the judge compared with the truth
 

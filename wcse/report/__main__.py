@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from wcse.report.arms import filter_cells, frontier, plot_frontier
 from wcse.report.figures import plot_coverage_curves, plot_data_quality, plot_finetune, plot_per_level
 from wcse.report.markdown import write_markdown
 from wcse.report.sweep import Sweep, collect
@@ -100,7 +101,10 @@ def build_report(
     if t.data:
         figures["data_quality"] = plot_data_quality(t, out / "data_quality.png")
         figures["coverage_curves"] = plot_coverage_curves(t, out / "coverage_curves.png")
-    report = write_markdown(sweep, t, figures, out)
+    points = frontier(sweep.used)
+    if (figure := plot_frontier(points, out / "frontier.png")) is not None:
+        figures["frontier"] = figure
+    report = write_markdown(sweep, t, figures, out, filters=filter_cells(sweep.used), frontier=points)
     print_grid(sweep, t, console)
     console.print(f"figures: {', '.join(p.name for p in figures.values())} in {out}")
     console.print(f"report: {report}")

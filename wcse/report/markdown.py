@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from wcse.report.arms import FilterCell, FilterKey, FrontierKey, FrontierPoint
 from wcse.report.sweep import Sweep
 from wcse.report.tables import (
     Comparison,
@@ -221,6 +222,54 @@ def _md_per_level(t: Tables, budget: str, figure: Path) -> list[str]:
     ]
 
 
+FILTER_NOTE = (
+    "What each filter kept of each model's samples, and the false-positive rate (right answer, wrong "
+    "reasoning) before the filter (every correct-answer sample) and after it (the kept samples whose "
+    "reasoning was checked), with 95% Wilson intervals (over seeds when the cell has several runs). "
+    "The process filter keeps only samples whose every step is right; its FPR after is 0 by construction "
+    "where every step is checked (the toy world)."
+)
+FRONTIER_NOTE = (
+    "Finetuned pass@1 of the pure WC and SE data arms against the realised FLOPs of sampling their data "
+    "(2P per prompt and generated token, from the token counts of every sample), one point per budget: "
+    "the compute-optimal frontier. At equal x the two models spent the same sampling compute."
+)
+
+
+def _md_filters(filters: dict[FilterKey, FilterCell]) -> list[str]:
+    if not any(k.method != "answer" for k in filters) and not any(c.fpr_after for c in filters.values()):
+        return []
+    rows = [
+        [*k[:3], k.variant or "-", k.method, k.role.upper(), c.verified, c.correct, c.kept]
+        + [fmt_pct(c.fpr_before), fmt_pct(c.fpr_after)]
+        for k, c in sorted(filters.items())
+    ]
+    return [
+        "",
+        "## Filtering: kept data and its false-positive rate",
+        "",
+        FILTER_NOTE,
+        "",
+        *_md_table(
+            "model pair | dataset | budget | variant | filter | data | samples | correct answer | kept | "
+            "FPR before | FPR after (kept)",
+            rows,
+        ),
+    ]
+
+
+def _md_frontier(points: dict[FrontierKey, list[FrontierPoint]], figure: Path) -> list[str]:
+    rows = [
+        [key.model_pair, key.dataset, key.setup, f"{key.arm.upper()} data", p.budget, f"{p.flops:.3g}", fmt_pct(p.pass1)]
+        for key, series in sorted(points.items())
+        for p in series
+    ]
+    return [
+        *_figure("Compute-optimal frontier: finetuned pass@1 against sampling FLOPs", figure, FRONTIER_NOTE),
+        *_md_table("model pair | dataset | setup | data | budget | sampling FLOPs | pass@1", rows),
+    ]
+
+
 def _md_runs(sweep: Sweep) -> list[str]:
     rows = [
         [f"`{r.job}`", r.model_pair, r.dataset, r.setup, r.budget, r.seed or "-", r.variant or "-"]
@@ -242,7 +291,14 @@ def _md_runs(sweep: Sweep) -> list[str]:
     return lines
 
 
-def write_markdown(sweep: Sweep, t: Tables, figures: dict[str, Path], out: Path) -> Path:
+def write_markdown(
+    sweep: Sweep,
+    t: Tables,
+    figures: dict[str, Path],
+    out: Path,
+    filters: dict[FilterKey, FilterCell] | None = None,
+    frontier: dict[FrontierKey, list[FrontierPoint]] | None = None,
+) -> Path:
     """report.md: the auto-generated reading, each figure with the table of its numbers, the runs."""
     superseded = len(sweep.runs) - len(sweep.used)
     md = [
@@ -268,6 +324,9 @@ def write_markdown(sweep: Sweep, t: Tables, figures: dict[str, Path], out: Path)
     for budget in t.budgets:
         if (figure := figures.get(f"per_level_{budget}")) is not None:
             md += _md_per_level(t, budget, figure)
+    md += _md_filters(filters or {})
+    if frontier and "frontier" in figures:
+        md += _md_frontier(frontier, figures["frontier"])
     md += _md_runs(sweep)
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n")

@@ -57,12 +57,13 @@ class Samples:
     sets: dict[str, SampleSet]  # by sampler role
 
 
-def sampling_params(cfg: Any, prompt_id: str, attn_implementation: str | None = None) -> dict[str, Any]:
+def sampling_params(cfg: Any, prompt_id: str, role: str, attn_implementation: str | None = None) -> dict[str, Any]:
     """Everything that decides a sample besides its model, problem and seed: the key records it.
-    An explicit attention implementation is part of it (absent by default, so keys stay)."""
+    An explicit attention implementation is part of it (absent by default, so keys stay).
+    ``sampler.role_temperature`` gives one role its own temperature (SE hotter at equal compute)."""
     s = cfg.sampler
     return {
-        "temperature": s.temperature,
+        "temperature": s.role_temperature.get(role, s.temperature),
         "top_p": s.top_p,
         "max_new_tokens": s.max_new_tokens,
         "prompt": prompts.template(prompt_id).version,
@@ -87,7 +88,7 @@ def sample_set(
     ``spec`` is the model's ``model_pair`` entry (its attention and vLLM engine width), if any."""
     cfg, prompt_id = ctx.cfg, dataset.cfg.prompt
     attn_implementation = spec.attn_implementation if spec is not None else None
-    params = sampling_params(cfg, prompt_id, attn_implementation)
+    params = sampling_params(cfg, prompt_id, role, attn_implementation)
     store = SampleStore(
         ctx.cache.root / "samples" / digest({"model": model_id, "dataset": dataset.id, "params": params}),
         lock_timeout_s=ctx.cache.lock_timeout_s,
@@ -131,13 +132,14 @@ def ensure(ctx: RunContext, samples: SampleSet, *, shard_only: bool = False) -> 
 def plan(ctx: RunContext, inputs: Inputs) -> Samples:
     models: Models = inputs["pretrain"]
     dataset = inputs["dataset"].main
-    budget = plan_budget(ctx.cfg)
-    counts = {"wc": budget.wc_samples, "se": budget.se_samples}
+    budget, pool = plan_budget(ctx.cfg), dataset.splits["train"]
+    b = ctx.cfg.budget
+    spread = budget_lib.spread(budget, b.problems or len(pool), len(pool), b.wc_spend)
     return Samples(
         budget,
         {
             role: sample_set(
-                ctx, role, models.path(role), models.id(role), dataset, dataset.splits["train"], counts[role],
+                ctx, role, models.path(role), models.id(role), dataset, pool[: spread[role][0]], spread[role][1],
                 models.spec(role),
             )
             for role in SAMPLERS
@@ -166,6 +168,7 @@ def build(ctx: RunContext, inputs: Inputs, samples: Samples) -> dict[str, Any]:
         )
         out[role] = {
             "samples_per_problem": sample_set_.per_problem,
+            "problems": len({r.problem_id for r in sample_set_.requests}),
             "store": str(sample_set_.store.root),
             **costs[role].to_dict(),
             "truncation_rate": sum(not s.finished for s in done) / max(1, len(done)),

@@ -15,7 +15,7 @@ from typing import Any
 
 from wcse.artifacts import digest
 from wcse.roles import Models
-from wcse.settings import train_settings
+from wcse.settings import plan_budget, train_settings
 from wcse.stages.base import Inputs, RunContext, Stage
 from wcse.stages.verify import Filtered
 from wcse.train import arms
@@ -49,7 +49,15 @@ def arm_payload(ctx: RunContext, arm: str, filtered: dict[str, Filtered]) -> dic
     payload = {"arm": arm, "filtered": {s: filtered[s].path.name for s in arms.arm_sources(arm)}, "seed": ctx.cfg.seed}
     if arm == "mix":
         payload["mix_wc_fraction"] = ctx.cfg.setup.mix_wc_fraction
+    if arm == "mix_budget":
+        payload["split"] = split(ctx)
     return {"key": digest(payload)}
+
+
+def split(ctx: RunContext) -> dict[str, int]:
+    """The ``mix_budget`` arm's samples per problem from each model at this run's budget."""
+    b = plan_budget(ctx.cfg)
+    return arms.budget_split(ctx.cfg.setup.mix_budget_wc_share, b.wc_samples, b.se_samples)
 
 
 def trained(ctx: RunContext, models: Models, arm: str, filtered: dict[str, Filtered]) -> Trained:
@@ -71,7 +79,9 @@ def ensure(ctx: RunContext, run: Trained, filtered: dict[str, Filtered]) -> Trai
 
     def build_data(out: Path) -> None:
         rows = {s: filtered[s].sft_rows() for s in arms.arm_sources(run.arm)}
-        data = arms.build_arm(run.arm, rows, mix_wc_fraction=setup.mix_wc_fraction, seed=ctx.cfg.seed)
+        data = arms.build_arm(
+            run.arm, rows, mix_wc_fraction=setup.mix_wc_fraction, split=split(ctx) if run.arm == "mix_budget" else None, seed=ctx.cfg.seed
+        )
         with open(out / "sft.jsonl", "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(row) + "\n" for row in data)
         counts = dict(sorted(Counter(row["source"] for row in data).items()))

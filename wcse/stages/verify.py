@@ -1,8 +1,10 @@
 """Stage ``verify``: ground-truth verdicts for every sample, and the SFT rows the filter keeps.
 
 The verdicts always come from the ground truth (the data metrics need them); what is kept
-depends on ``verifier.method``: the correct samples (``answer``), those an LLM judge accepts
-without seeing the ground truth (``judge``, label-free), or every sample (``none``).
+depends on ``verifier.method``: the correct samples (``answer``), the correct samples whose
+every step is right (``process``: exact in the toy world, the "steps" judge on real data), those
+an LLM judge accepts without seeing the ground truth (``judge``, label-free), or every sample
+(``none``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from typing import Any
 
 from wcse.artifacts import digest
 from wcse.data import prompts
+from wcse.errors import ConfigError
 from wcse.judging import run_judge
-from wcse.records import Verdict, read_jsonl, write_jsonl
+from wcse.records import Sample, Verdict, read_jsonl, write_jsonl
 from wcse.stages.base import Inputs, RunContext, Stage
 from wcse.stages.sample import SampleSet
+from wcse.summary import Rate
 from wcse.verify import judge as judge_lib
 from wcse.verify.verifier import verify_samples, verify_settings
 
@@ -43,6 +47,25 @@ class Filtered:
             return [json.loads(line) for line in fh]
 
 
+def process_keep(verdicts: list[Verdict]) -> list[bool]:
+    """The process filter: a right final answer and every step known right (unchecked is not kept)."""
+    return [v.correct and v.steps_correct is True for v in verdicts]
+
+
+def step_verdicts(ctx: RunContext, inputs: Inputs, samples: list[Sample], verdicts: list[Verdict]) -> list[Verdict]:
+    """The verdicts with every correct sample's reasoning checked (the process filter): the toy
+    world's checker did it already; on real data the "steps" judge checks what it did not."""
+    if all(v.steps_correct is not None for v in verdicts if v.correct):
+        return verdicts
+    judge = run_judge(ctx, inputs["pretrain"])
+    if judge is None or not judge.judges_steps:
+        raise ConfigError(
+            "verifier.method=process: this dataset has no exact step checker; configure a steps judge "
+            "(verifier.judge, prompt steps, max_samples: null) to check every correct sample's reasoning"
+        )
+    return judge.steps(samples, verdicts, inputs["dataset"].main.by_id("train"), inputs["dataset"].main.id)
+
+
 def payload(ctx: RunContext, samples: SampleSet, judge_identity: dict[str, Any] | None) -> dict[str, Any]:
     v = ctx.cfg.verifier
     return {
@@ -54,7 +77,7 @@ def payload(ctx: RunContext, samples: SampleSet, judge_identity: dict[str, Any] 
                 "timeout_s": v.timeout_s,
                 "judge": judge_identity if v.method == "judge" else None,
                 **({"keep_truncated": True} if v.keep_truncated else {}),  # absent by default: keys stay
-                "v": 2,
+                "v": 3,  # 3: SFT rows carry the sample index
             }
         )
     }
@@ -81,6 +104,8 @@ def ensure(ctx: RunContext, inputs: Inputs, samples: SampleSet) -> Filtered:
             judged = judge_lib.label_free_verdicts(done, judge.judge(done, problems, dataset.id))
             write_jsonl(out / "judged.jsonl", judged)
             keep = [verdict.correct for verdict in judged]
+        elif v.method == "process":
+            keep = process_keep(step_verdicts(ctx, inputs, done, verdicts))
         else:
             keep = [v.method == "none" or verdict.correct for verdict in verdicts]
         kept = [
@@ -88,6 +113,7 @@ def ensure(ctx: RunContext, inputs: Inputs, samples: SampleSet) -> Filtered:
                 "prompt": prompts.zero_shot(dataset.cfg.prompt, problems[s.problem_id]),
                 "completion": " " + s.response.strip(),
                 "problem_id": s.problem_id,
+                "index": s.index,  # sample j of the problem: budget-matched mixes take a prefix
             }
             for s, k in zip(done, keep, strict=True)
             if k and (s.finished or v.keep_truncated)  # a cut-off solution is no SFT target
@@ -97,6 +123,15 @@ def ensure(ctx: RunContext, inputs: Inputs, samples: SampleSet) -> Filtered:
 
     path = ctx.cache.get_or_build("verify", payload(ctx, samples, judge and judge.identity), build, label=samples.role)
     return Filtered(samples.role, path)
+
+
+def kept_false_positives(f: Filtered, verdicts: list[Verdict]) -> Rate:
+    """The share of kept samples with a right answer whose reasoning is known to be wrong, over
+    the kept samples whose reasoning was checked: the FPR after the filter (before it: the data
+    metrics' ``fpr``)."""
+    steps = {(v.problem_id, v.index): v.steps_correct for v in verdicts if v.correct}
+    checked = [steps[key] for row in f.sft_rows() if (key := (row["problem_id"], row["index"])) in steps and steps[key] is not None]
+    return Rate.of(checked.count(False), len(checked))
 
 
 def plan(ctx: RunContext, inputs: Inputs) -> dict[str, Filtered]:
@@ -118,6 +153,7 @@ def build(ctx: RunContext, inputs: Inputs, out: dict[str, Filtered]) -> dict[str
             "truncated": sum(not s.finished for s in samples.load()),
             "kept_truncated": ctx.cfg.verifier.keep_truncated,
             "kept_for_training": len(f.sft_rows()),
+            "kept_false_positives": kept_false_positives(f, verdicts),
             "status": dict(sorted(Counter(v.status for v in verdicts).items())),
         }
         judged = f.judged()

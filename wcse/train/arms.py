@@ -9,6 +9,10 @@ Arms:
   subsampled to the size of the smaller set (the dataset-size ablation).
 - ``wc_one`` / ``se_one``: one kept row per problem, so the data has the model's coverage but
   no diversity (the ablation that separates the two).
+- ``mix_budget``: the sampling budget split between the models (the paper's 15 WC + 5 SE samples
+  per problem at the high budget): the kept rows among WC's first ``round(share * S_WC)`` and
+  SE's first ``round((1 - share) * S_SE)`` samples of each problem, so every share costs the same
+  sampling compute (:func:`budget_split`; budgets nest, so nothing is sampled again).
 
 Every returned row is a copy with ``source`` set to the model it came from, so the exact
 composition of an arm is recorded in its own data. Choices are seeded from strings, never from
@@ -21,14 +25,17 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 
-_ARM_SOURCES = {"wc": ("wc",), "se": ("se",), "mix": ("wc", "se"), "wc_one": ("wc",), "se_one": ("se",)}
-ARMS = tuple(_ARM_SOURCES)  # ("wc", "se", "mix", "wc_one", "se_one")
+_ARM_SOURCES = {
+    "wc": ("wc",), "se": ("se",), "mix": ("wc", "se"), "wc_one": ("wc",), "se_one": ("se",), "mix_budget": ("wc", "se"),
+}
+ARMS = tuple(_ARM_SOURCES)
 LABELS = {  # how reports name each arm's data
     "wc": "WC data",
     "se": "SE data",
     "mix": "WC+SE mix",
     "wc_one": "WC, 1 per problem",
     "se_one": "SE, 1 per problem",
+    "mix_budget": "WC+SE budget split",
 }
 
 
@@ -39,12 +46,27 @@ def arm_sources(arm: str) -> tuple[str, ...]:
     return _ARM_SOURCES[arm]
 
 
+def budget_split(wc_share: float, wc_samples: int, se_samples: int) -> dict[str, int]:
+    """Samples per problem each model contributes to ``mix_budget`` when ``wc_share`` of the
+    sampling compute goes to WC (rounded to nearest, halves up): at the paper's high budget
+    (S_SE = 10, S_WC = 30) a share of 0.5 is 15 WC + 5 SE."""
+    if isinstance(wc_share, bool) or not isinstance(wc_share, int | float) or not 0 <= wc_share <= 1:
+        raise ValueError(f"arm 'mix_budget': setup.mix_budget_wc_share must be a number in [0, 1], got {wc_share!r}")
+    return {"wc": math.floor(wc_share * wc_samples + 0.5), "se": math.floor((1 - wc_share) * se_samples + 0.5)}
+
+
 def build_arm(
-    arm: str, rows: Mapping[str, Sequence[dict]], *, mix_wc_fraction: float = 0.5, seed: int = 0
+    arm: str,
+    rows: Mapping[str, Sequence[dict]],
+    *,
+    mix_wc_fraction: float = 0.5,
+    split: Mapping[str, int] | None = None,
+    seed: int = 0,
 ) -> list[dict]:
     """The SFT rows of ``arm`` from ``rows[source]``, the kept rows of each source it reads.
 
-    ``mix`` takes ``round(mix_wc_fraction * n)`` WC rows (halves up) and the rest of
+    ``mix_budget`` keeps each source's rows of sample index below ``split[source]``
+    (:func:`budget_split`). ``mix`` takes ``round(mix_wc_fraction * n)`` WC rows (halves up) and the rest of
     ``n = min(len(wc), len(se))`` from SE, each drawn without replacement and kept in input order.
     """
     sources = arm_sources(arm)
@@ -54,6 +76,10 @@ def build_arm(
     tagged = {source: [{**row, "source": source} for row in rows[source]] for source in sources}
     if arm == "mix":
         out = _mix(tagged["wc"], tagged["se"], mix_wc_fraction, seed)
+    elif arm == "mix_budget":
+        if split is None:
+            raise ValueError("arm 'mix_budget' needs the samples per problem of each model (split)")
+        out = [row for source in sources for row in tagged[source] if _index(arm, row) < split[source]]
     elif arm.endswith("_one"):
         out = _one_per_problem(arm, tagged[sources[0]], seed)
     else:
@@ -71,6 +97,12 @@ def _mix(wc: list[dict], se: list[dict], wc_fraction: float, seed: int) -> list[
     n_wc = math.floor(wc_fraction * n + 0.5)
     rng = random.Random(f"mix:{seed}")
     return _draw(wc, n_wc, rng) + _draw(se, n - n_wc, rng)
+
+
+def _index(arm: str, row: dict) -> int:
+    if "index" not in row:
+        raise ValueError(f"arm {arm!r} needs the sample index in every row (rows of verify v3); got keys {sorted(row)}")
+    return row["index"]
 
 
 def _draw(rows: list[dict], k: int, rng: random.Random) -> list[dict]:

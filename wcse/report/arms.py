@@ -1,0 +1,128 @@
+"""The research arms' parts of the sweep report: what each filter kept (and the FPR of what it
+kept), and the compute-optimal frontier (finetuned pass@1 against the realised sampling FLOPs of
+the data it was trained on).
+
+Both read the same runs as :mod:`wcse.report.tables` and aggregate over seeds with
+:func:`wcse.stats.estimate`, so their numbers agree with the finetune tables.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from matplotlib.figure import Figure
+
+from wcse.report.sweep import RunRecord
+from wcse.roles import SAMPLERS
+from wcse.stats import Estimate, estimate
+
+
+class FilterKey(NamedTuple):
+    model_pair: str
+    dataset: str
+    budget: str
+    variant: str
+    method: str
+    role: str
+
+
+@dataclass
+class FilterCell:
+    verified: int
+    correct: int
+    kept: int
+    fpr_before: Estimate | None  # of every correct-answer sample (data.<role>.fpr)
+    fpr_after: Estimate | None  # of the kept samples (filter.models.<role>.kept_false_positives)
+
+
+def filter_cells(runs: Sequence[RunRecord]) -> dict[FilterKey, FilterCell]:
+    """Per filter and role: the counts (identical over the seeds of a cell) and the FPR before
+    and after filtering. The variant is read without the verifier override, so the filters of
+    one sweep sit side by side."""
+    grouped: dict[FilterKey, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        f = run.summary.filter
+        for role in f.models if f else ():
+            variant = ",".join(v for v in run.variant.split(",") if v and not v.startswith("verifier="))
+            grouped[FilterKey(run.model_pair, run.dataset, run.budget, variant, f.method, role)].append(run)
+    cells = {}
+    for key, members in grouped.items():
+        counts = [run.summary.filter.models[key.role] for run in members]
+        before = [run.summary.data[key.role].fpr for run in members if run.summary.data and key.role in run.summary.data]
+        after = [c.kept_false_positives for c in counts if c.kept_false_positives is not None]
+        cells[key] = FilterCell(
+            verified=counts[0].verified,
+            correct=counts[0].correct,
+            kept=counts[0].kept_for_training,
+            fpr_before=estimate([r.value for r in before], (before[0].low, before[0].high)) if before else None,
+            fpr_after=estimate([r.value for r in after], (after[0].low, after[0].high)) if after else None,
+        )
+    return cells
+
+
+class FrontierKey(NamedTuple):
+    model_pair: str
+    dataset: str
+    setup: str
+    arm: str  # a sampler role's data: wc or se
+
+
+@dataclass
+class FrontierPoint:
+    budget: str  # the cell's budget and variant, as the finetune table names it
+    flops: float  # mean realised sampling FLOPs of the arm's data over the cell's runs
+    pass1: Estimate
+
+
+def frontier(runs: Sequence[RunRecord]) -> dict[FrontierKey, list[FrontierPoint]]:
+    """Finetuned pass@1 of the pure WC and SE arms against what their samples cost, one point
+    per budget (and variant) of the sweep; only series with two or more budgets are kept."""
+    cells: dict[tuple[FrontierKey, str], list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        ft, sampling = run.summary.finetune, run.summary.sampling
+        if ft is None or sampling is None:
+            continue
+        for arm in ft.arms:
+            if arm in SAMPLERS and sampling.models[arm].flops is not None:
+                label = run.budget + (f" ({run.variant})" if run.variant else "")
+                cells[(FrontierKey(run.model_pair, run.dataset, run.setup, arm), label)].append(run)
+    series: dict[FrontierKey, list[FrontierPoint]] = defaultdict(list)
+    for (key, label), members in cells.items():
+        results = [run.summary.finetune.arms[key.arm] for run in members]
+        flops = [run.summary.sampling.models[key.arm].flops for run in members]
+        pass1 = estimate([r.pass_at_1 for r in results], results[0].pass_at_1_interval)
+        series[key].append(FrontierPoint(label, sum(flops) / len(flops), pass1))
+    return {k: sorted(v, key=lambda p: p.flops) for k, v in series.items() if len({p.flops for p in v}) > 1}
+
+
+def plot_frontier(points: dict[FrontierKey, list[FrontierPoint]], path: Path) -> Path | None:
+    """Finetuned pass@1 against realised sampling FLOPs (log x), a line per (setup, data arm)."""
+    if not points:
+        return None
+    from wcse.report.figures import COLORS, DPI  # one palette for every figure
+
+    panels = sorted({(k.model_pair, k.dataset) for k in points})
+    fig = Figure(figsize=(6.5 * len(panels), 4.5), layout="constrained")
+    for ax, (pair, dataset) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+        for key, series in sorted(points.items()):
+            if (key.model_pair, key.dataset) != (pair, dataset):
+                continue
+            xs = [p.flops for p in series]
+            ys = [100 * p.pass1.mean for p in series]
+            err = [
+                [100 * (p.pass1.mean - (p.pass1.low if p.pass1.low is not None else p.pass1.mean)) for p in series],
+                [100 * ((p.pass1.high if p.pass1.high is not None else p.pass1.mean) - p.pass1.mean) for p in series],
+            ]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=COLORS.get(key.arm),
+                        linestyle="-" if key.arm == "wc" else "--", label=f"{key.setup}: {key.arm.upper()} data")
+        ax.set_xscale("log")
+        ax.set_xlabel("realised sampling FLOPs of the training data")
+        ax.set_ylabel("finetuned pass@1 (%)")
+        ax.set_title(f"{dataset}, model pair {pair}")
+        ax.legend(fontsize=8)
+    fig.savefig(path, dpi=DPI)
+    return path
