@@ -107,6 +107,7 @@ def test_a_role_samples_at_its_own_temperature(tmp_path: Path) -> None:
         ("toy_process_filter", lambda c: c.budget.name == "low"),
         ("toy_mixing", lambda c: "mix_budget" in c.setup.arms and c.budget.se_samples == 3),
         ("toy_budget_sweep", lambda c: c.setup.target == "wc"),
+        ("toy_lr", lambda c: c.trainer.seed == c.seed),
     ],
 )
 def test_each_arm_experiment_composes_and_validates(tmp_path: Path, experiment: str, check) -> None:
@@ -158,3 +159,25 @@ def test_the_filter_table_sets_the_process_filter_beside_the_answer_filter(tmp_p
     assert {(k.method, k.role, k.variant) for k in cells} == {(m, r, "") for m in ("answer", "process") for r in ("wc", "se")}
     after = {(k.method, k.role): c.fpr_after.mean for k, c in cells.items()}
     assert after[("process", "wc")] == 0 and after[("answer", "wc")] == 0.3
+
+
+def test_each_arms_learning_rate_is_chosen_on_validation_and_read_on_test(tmp_path: Path) -> None:
+    from tests.test_report_sweep import summary, write_job
+    from wcse.report.arms import lr_choices
+    from wcse.report.sweep import collect
+
+    # WC's validation peaks at 1e-4, SE's at 3e-4; the test scores differ from the validation order
+    validation = {("wc", 1e-4): 0.30, ("wc", 3e-4): 0.20, ("se", 1e-4): 0.25, ("se", 3e-4): 0.35}
+    test = {("wc", 1e-4): 10, ("wc", 3e-4): 16, ("se", 1e-4): 12, ("se", 3e-4): 11}
+    for i, rate in enumerate((1e-4, 3e-4)):
+        run = summary("self_improve", "low", str(tmp_path / f"{i}"), arms={a: test[(a, rate)] for a in ("wc", "se")})
+        arms_ = {
+            arm: result.model_copy(update={"checkpoint_selection": result.checkpoint_selection.model_copy(
+                update={"best": result.checkpoint_selection.best.model_copy(update={"validation_pass_at_1": validation[(arm, rate)]})})})
+            for arm, result in run.finetune.arms.items()
+        }
+        run = run.model_copy(update={"finetune": run.finetune.model_copy(update={"arms": arms_})})
+        write_job(tmp_path, f"{i}-trainer.learning_rate={rate}", ["experiment=toy_lr", f"trainer.learning_rate={rate}"], run)
+    choices = {k.arm: c for k, c in lr_choices(collect(tmp_path).used).items()}
+    assert (choices["wc"].chosen, choices["se"].chosen) == (1e-4, 3e-4)
+    assert choices["wc"].chosen_test.mean == 10 / 40 and choices["se"].chosen_test.mean == 11 / 40

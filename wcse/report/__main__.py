@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from wcse.report.arms import filter_cells, frontier, plot_frontier
+from wcse.report.arms import filter_cells, frontier, lr_choices, plot_frontier
 from wcse.report.figures import plot_coverage_curves, plot_data_quality, plot_finetune, plot_per_level
 from wcse.report.markdown import write_markdown
 from wcse.report.sweep import Sweep, collect
@@ -104,7 +104,9 @@ def build_report(
     points = frontier(sweep.used)
     if (figure := plot_frontier(points, out / "frontier.png")) is not None:
         figures["frontier"] = figure
-    report = write_markdown(sweep, t, figures, out, filters=filter_cells(sweep.used), frontier=points)
+    report = write_markdown(
+        sweep, t, figures, out, filters=filter_cells(sweep.used), frontier=points, learning_rates=lr_choices(sweep.used)
+    )
     print_grid(sweep, t, console)
     console.print(f"figures: {', '.join(p.name for p in figures.values())} in {out}")
     console.print(f"report: {report}")

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from wcse.report.sweep import RunRecord
 from wcse.roles import SAMPLERS
 from wcse.stats import Estimate, estimate
+from wcse.summary import Rate
 
 
 class FilterKey(NamedTuple):
@@ -39,6 +40,12 @@ class FilterCell:
     fpr_after: Estimate | None  # of the kept samples (filter.models.<role>.kept_false_positives)
 
 
+def _distinct(rates: list[Rate]) -> list[Rate]:
+    """The seeds of a cell share one sample set: identical measurements count once (one keeps its
+    Wilson interval rather than collapsing to a zero-width interval over copies)."""
+    return list({(r.value, r.n): r for r in rates}.values())
+
+
 def filter_cells(runs: Sequence[RunRecord]) -> dict[FilterKey, FilterCell]:
     """Per filter and role: the counts (identical over the seeds of a cell) and the FPR before
     and after filtering. The variant is read without the verifier override, so the filters of
@@ -52,8 +59,8 @@ def filter_cells(runs: Sequence[RunRecord]) -> dict[FilterKey, FilterCell]:
     cells = {}
     for key, members in grouped.items():
         counts = [run.summary.filter.models[key.role] for run in members]
-        before = [run.summary.data[key.role].fpr for run in members if run.summary.data and key.role in run.summary.data]
-        after = [c.kept_false_positives for c in counts if c.kept_false_positives is not None]
+        before = _distinct([run.summary.data[key.role].fpr for run in members if run.summary.data and key.role in run.summary.data])
+        after = _distinct([c.kept_false_positives for c in counts if c.kept_false_positives is not None])
         cells[key] = FilterCell(
             verified=counts[0].verified,
             correct=counts[0].correct,
@@ -126,3 +133,54 @@ def plot_frontier(points: dict[FrontierKey, list[FrontierPoint]], path: Path) ->
         ax.legend(fontsize=8)
     fig.savefig(path, dpi=DPI)
     return path
+
+
+LR_KEY = "trainer.learning_rate="
+
+
+class LrKey(NamedTuple):
+    model_pair: str
+    dataset: str
+    setup: str
+    budget: str
+    variant: str  # the other varying overrides
+    arm: str
+
+
+@dataclass
+class LrChoice:
+    validation: dict[float, Estimate]  # learning rate -> validation pass@1 of its selected checkpoint
+    test: dict[float, Estimate]
+    chosen: float  # the rate with the best mean validation pass@1 (ties: the smaller rate)
+
+    @property
+    def chosen_test(self) -> Estimate:
+        return self.test[self.chosen]
+
+
+def lr_choices(runs: Sequence[RunRecord]) -> dict[LrKey, LrChoice]:
+    """Learning-rate robustness from a sweep over ``trainer.learning_rate``: each arm's rate is
+    chosen on validation (the best checkpoint's validation pass@1, as checkpoints are chosen),
+    so neither arm is compared at a rate that suits only the other."""
+    grouped: dict[LrKey, dict[float, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        parts = [v for v in run.variant.split(",") if v]
+        rates = [float(v[len(LR_KEY) :]) for v in parts if v.startswith(LR_KEY)]
+        if not rates or run.summary.finetune is None:
+            continue
+        variant = ",".join(v for v in parts if not v.startswith(LR_KEY))
+        for arm in run.summary.finetune.arms:
+            grouped[LrKey(run.model_pair, run.dataset, run.setup, run.budget, variant, arm)][rates[0]].append(run)
+    out = {}
+    for key, by_rate in grouped.items():
+        validation, test = {}, {}
+        for rate, members in by_rate.items():
+            results = [run.summary.finetune.arms[key.arm] for run in members]
+            scores = [r.checkpoint_selection.best.validation_pass_at_1 for r in results]
+            if (v := estimate(scores)) is not None:
+                validation[rate] = v
+                test[rate] = estimate([r.pass_at_1 for r in results], results[0].pass_at_1_interval)
+        if validation:
+            chosen = max(sorted(validation), key=lambda r: validation[r].mean)
+            out[key] = LrChoice(validation, test, chosen)
+    return out

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from wcse.report.arms import FilterCell, FilterKey, FrontierKey, FrontierPoint
+from wcse.report.arms import FilterCell, FilterKey, FrontierKey, FrontierPoint, LrChoice, LrKey
 from wcse.report.sweep import Sweep
 from wcse.report.tables import (
     Comparison,
@@ -270,6 +270,34 @@ def _md_frontier(points: dict[FrontierKey, list[FrontierPoint]], figure: Path) -
     ]
 
 
+LR_NOTE = (
+    "Each arm trained at every learning rate of the sweep; its rate is chosen by the validation pass@1 "
+    "of its selected checkpoint (mean over seeds), and its test pass@1 is read at that rate only, so "
+    "each arm is compared at the rate that suits it."
+)
+
+
+def _md_lr(choices: dict[LrKey, LrChoice]) -> list[str]:
+    rows = [
+        [*k[:4], k.variant or "-", k.arm.upper()]
+        + ["; ".join(f"{r:g}: {100 * c.validation[r].mean:.1f}%" for r in sorted(c.validation))]
+        + [f"{c.chosen:g}", fmt_pct(c.chosen_test)]
+        for k, c in sorted(choices.items())
+    ]
+    return [
+        "",
+        "## Learning rate chosen on validation",
+        "",
+        LR_NOTE,
+        "",
+        *_md_table(
+            "model pair | dataset | setup | budget | variant | data | validation pass@1 by rate | chosen rate | "
+            "test pass@1 at it",
+            rows,
+        ),
+    ]
+
+
 def _md_runs(sweep: Sweep) -> list[str]:
     rows = [
         [f"`{r.job}`", r.model_pair, r.dataset, r.setup, r.budget, r.seed or "-", r.variant or "-"]
@@ -298,6 +326,7 @@ def write_markdown(
     out: Path,
     filters: dict[FilterKey, FilterCell] | None = None,
     frontier: dict[FrontierKey, list[FrontierPoint]] | None = None,
+    learning_rates: dict[LrKey, LrChoice] | None = None,
 ) -> Path:
     """report.md: the auto-generated reading, each figure with the table of its numbers, the runs."""
     superseded = len(sweep.runs) - len(sweep.used)
@@ -327,6 +356,8 @@ def write_markdown(
     md += _md_filters(filters or {})
     if frontier and "frontier" in figures:
         md += _md_frontier(frontier, figures["frontier"])
+    if learning_rates:
+        md += _md_lr(learning_rates)
     md += _md_runs(sweep)
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n")
