@@ -133,8 +133,9 @@ def test_the_toy_experiments_run_end_to_end(tiny, experiment: str) -> None:
     "arm",
     [["verifier=process"], ["budget=sample_matched", "+sampler.role_temperature.se=1.0"],
      ["budget.wc_spend=questions", "dataset.toy.n_train=120", "budget.problems=40"],
-     ["budget.se_samples=2", "setup.arms=[mix_budget]", "setup.mix_budget_wc_share=0.5"]],
-    ids=["process_filter", "sample_matched_hot_se", "questions", "mixing"],
+     ["budget.se_samples=2", "setup.arms=[mix_budget]", "setup.mix_budget_wc_share=0.5"],
+     ["budget.allocation=stop_at_k"]],
+    ids=["process_filter", "sample_matched_hot_se", "questions", "mixing", "adaptive"],
 )
 def test_each_research_arm_runs_end_to_end(tiny, arm: list[str]) -> None:
     root, _ = tiny
@@ -152,6 +153,9 @@ def test_each_research_arm_runs_end_to_end(tiny, arm: list[str]) -> None:
         assert (sampling["wc"].problems, sampling["wc"].samples_per_problem) == (120, 1)
         assert (sampling["se"].problems, sampling["se"].samples_per_problem) == (40, 1)
         assert 0.6 < summary.sampling.realised_flops_ratio_wc_over_se < 1.6  # still compute-matched
+    elif arm[0] == "budget.allocation=stop_at_k":  # the uniform budget, spent on the unsolved problems
+        assert sampling["wc"].samples == 3 * 40 and sampling["se"].samples == 40 and sampling["wc"].allocation == "stop_at_k"
+        assert summary.data["wc"].solved >= summary.data["wc"].coverage
     else:  # 2 SE / 6 WC samples per problem, half the compute each: 3 WC + 1 SE of each problem
         by_source = summary.train["mix_budget"].data.by_source
         assert by_source["wc"] <= 3 * 40 and by_source.get("se", 0) <= 40

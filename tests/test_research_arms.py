@@ -108,6 +108,7 @@ def test_a_role_samples_at_its_own_temperature(tmp_path: Path) -> None:
         ("toy_mixing", lambda c: "mix_budget" in c.setup.arms and c.budget.se_samples == 3),
         ("toy_budget_sweep", lambda c: c.setup.target == "wc"),
         ("toy_lr", lambda c: c.trainer.seed == c.seed),
+        ("toy_adaptive", lambda c: c.budget.max_per_problem == 12),
     ],
 )
 def test_each_arm_experiment_composes_and_validates(tmp_path: Path, experiment: str, check) -> None:
@@ -181,3 +182,44 @@ def test_each_arms_learning_rate_is_chosen_on_validation_and_read_on_test(tmp_pa
     choices = {k.arm: c for k, c in lr_choices(collect(tmp_path).used).items()}
     assert (choices["wc"].chosen, choices["se"].chosen) == (1e-4, 3e-4)
     assert choices["wc"].chosen_test.mean == 10 / 40 and choices["se"].chosen_test.mean == 11 / 40
+
+
+def run_policy(policy, problem_ids, truth) -> dict[str, int]:
+    """Drive an allocation with known outcomes (``truth(pid, j)``); returns samples per problem."""
+    from wcse.sampling import allocate
+
+    correct: dict[tuple[str, int], bool] = {}
+    drawn: dict[str, int] = dict.fromkeys(problem_ids, 0)
+    for wave in allocate.waves(policy, problem_ids, correct):
+        for pid, j in wave:
+            assert j == drawn[pid]  # a prefix of the problem's uniform sequence: stores nest
+            drawn[pid] += 1
+            correct[(pid, j)] = truth(pid, j)
+    return drawn
+
+
+def test_stop_at_k_retires_solved_problems_and_spends_the_budget_on_the_rest() -> None:
+    from wcse.sampling.allocate import Policy
+
+    ids = ["easy", "mid", "hard", "never"]
+    truth = {"easy": lambda j: True, "mid": lambda j: j >= 2, "hard": lambda j: j >= 5, "never": lambda j: False}
+    drawn = run_policy(Policy("stop_at_k", budget=12, cap=8, k=1), ids, lambda pid, j: truth[pid](j))
+    assert sum(drawn.values()) == 12  # the uniform budget of 3 per problem, spent in full
+    assert drawn["easy"] == 1 and drawn["mid"] == 3  # retired at their first correct sample
+    assert drawn["hard"] + drawn["never"] == 8 and abs(drawn["hard"] - drawn["never"]) <= 1
+    # k = 2 and a cap: nobody passes the cap, and spending stops when nothing is active
+    drawn = run_policy(Policy("stop_at_k", budget=100, cap=4, k=2), ids, lambda pid, j: truth[pid](j))
+    assert drawn == {"easy": 2, "mid": 4, "hard": 4, "never": 4}
+
+
+def test_difficulty_gives_the_rest_in_proportion_to_failure_on_the_probe() -> None:
+    from wcse.sampling.allocate import Policy, proportional
+
+    ids = ["a", "b", "c"]  # on 2 probes: a solves both, b one, c none
+    truth = {"a": lambda j: True, "b": lambda j: j == 0, "c": lambda j: False}
+    drawn = run_policy(Policy("difficulty", budget=12, cap=10, probe=2), ids, lambda pid, j: truth[pid](j))
+    assert drawn == {"a": 2, "b": 2 + 2, "c": 2 + 4}  # the 6 left: failure rates 0, 0.5, 1
+    assert proportional({"x": 1.0, "y": 1.0, "z": 0.0}, 5, cap=2) == {"x": 2, "y": 2, "z": 0}  # capped: 1 unspent
+    assert proportional({"x": 2.0, "y": 1.0}, 4, cap=10) == {"x": 3, "y": 1}  # 2.67 / 1.33: largest remainder
+    with pytest.raises(ValueError, match="cannot probe 3 problems 2 times"):
+        run_policy(Policy("difficulty", budget=5, cap=4, probe=2), ids, lambda pid, j: True)

@@ -103,6 +103,10 @@ class BudgetConfig:
     scale: float = bounded(1.0, gt=0)  # multiplies WC's count (the paper's 0.15x Gemini arm)
     rounding: str = "nearest"  # nearest | floor | ceil (wcse.budget)
     problems: int | None = bounded(None, ge=1)  # SE samples the first N train problems (None: all of them)
+    allocation: str = "uniform"  # uniform | stop_at_k | difficulty: adaptive over problems (wcse.sampling.allocate)
+    stop_k: int = bounded(1, ge=1)  # stop_at_k: correct samples that retire a problem
+    probe_samples: int = bounded(1, ge=1)  # difficulty: samples of every problem before the proportional share
+    max_per_problem: int | None = bounded(None, ge=1)  # adaptive: the most samples of one problem (None: 4x the uniform count)
     wc_spend: str = "samples"  # samples: WC's extra budget buys samples per problem | questions: more problems (wcse.budget.spread)
 
 

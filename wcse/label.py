@@ -35,6 +35,7 @@ from wcse.summary import Rate, RunSummary
 
 WORDS = {"true": True, "yes": True, "1": True, "correct": True, "false": False, "no": False, "0": False, "wrong": False}
 REQUIRED = ("role", "key", "human_steps_correct")  # judge_steps_correct may be absent: no judge to compare
+SHORT = object()  # a CSV cell past the end of its row: csv.DictReader's restval
 
 
 @dataclass
@@ -131,6 +132,7 @@ def draw(files: RunFiles, per_model: int, seed: int) -> list[LabelRow]:
 
 
 def cell(value: Any) -> str:
+    """A CSV cell: a boolean as the word import reads back, None blank."""
     return "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
@@ -157,6 +159,7 @@ class Label:
     key: str
     human: bool | None  # None: not labelled (yet)
     judge: bool | None  # None: not judged
+    judge_kind: str  # what judged: "exact" (the step checker), "" (nothing)
 
 
 def verdict(value: Any) -> bool | None:
@@ -182,7 +185,7 @@ def file_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
     if path.suffix != ".csv":
         raise ValueError(f"{path}: the extension must be .jsonl or .csv")
     with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
+        reader = csv.DictReader(fh, restval=SHORT)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path}: line 1 (header): missing column(s) {missing}")
@@ -196,7 +199,9 @@ def file_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
 def read_labels(path: Path) -> list[Label]:
     """The labels of ``path``; every bad row (missing cell, unknown word, duplicate key) is
     reported, all of them in one error, so nothing is dropped without a word."""
-    labels, errors, first = [], [], {}
+    labels: list[Label] = []
+    errors: list[str] = []
+    first: dict[str, str] = {}
     rows = file_rows(path)
     if not rows:
         raise ValueError(f"{path}: no rows")
@@ -210,20 +215,23 @@ def read_labels(path: Path) -> list[Label]:
             errors.append(f"{where}: duplicate key, first at {first[key]}")
             continue
         first[key] = where
-        bad = [f"{where}: missing {c!r}" for c in REQUIRED if row.get(c) is None]
-        parsed = {}
-        for column in ("human_steps_correct", "judge_steps_correct"):
-            try:
-                parsed[column] = verdict(row.get(column))
-            except ValueError as err:
-                bad.append(f"{where}: {column}: {err}")
-        if not bad and not str(row["role"]).strip():
-            bad.append(f"{where}: no role")
+        bad = [f"{where}: missing {c!r}" for c in REQUIRED if c not in row]
         if None in row:  # csv.DictReader files the cells past the header under None
             bad.append(f"{where}: {len(row[None])} cells more than the header has columns")
+        if any(value is SHORT for value in row.values()):
+            bad.append(f"{where}: {sum(value is SHORT for value in row.values())} cells fewer than the header has columns")
+        if not bad and not str(row["role"]).strip():
+            bad.append(f"{where}: no role")
+        parsed: dict[str, bool | None] = {}
+        for column in ("human_steps_correct", "judge_steps_correct"):
+            try:
+                parsed[column] = verdict(row.get(column)) if not bad else None
+            except ValueError as err:
+                bad.append(f"{where}: {column}: {err}")
         errors += bad
         if not bad:
-            labels.append(Label(str(row["role"]), key, parsed["human_steps_correct"], parsed["judge_steps_correct"]))
+            kind = str(row.get("judge") or "")
+            labels.append(Label(str(row["role"]), key, parsed["human_steps_correct"], parsed["judge_steps_correct"], kind))
     if errors:
         raise ValueError(f"{path}: {len(errors)} bad rows:\n" + "\n".join(errors))
     return labels
@@ -253,6 +261,7 @@ def role_report(labels: Sequence[Label]) -> dict[str, Any]:
         "rows": len(labels),
         "labelled": len(labelled),
         "unlabelled": len(labels) - len(labelled),
+        "judges": sorted({x.judge_kind for x in both if x.judge_kind}),
         "human_fpr": Rate.of(sum(not x.human for x in labelled), len(labelled)).model_dump(),
         "judge_fpr": Rate.of(judge.count(False), len(both)).model_dump(),
         "agreement": {
@@ -266,7 +275,7 @@ def role_report(labels: Sequence[Label]) -> dict[str, Any]:
 
 
 def report(labels: Sequence[Label]) -> dict[str, dict[str, Any]]:
-    roles = sorted({x.role for x in labels})
+    roles = dict.fromkeys(x.role for x in labels)  # in the file's order: wc, se as exported
     return {role: role_report([x for x in labels if x.role == role]) for role in roles}
 
 
@@ -288,7 +297,7 @@ def table(by_role: dict[str, dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wcse.label", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m wcse.label", description="Human labels for the false-positive rate.")
     commands = parser.add_subparsers(dest="command", required=True)
     ex = commands.add_parser("export", help="draw correct solutions of a run to label")
     ex.add_argument("run_dir", type=Path)

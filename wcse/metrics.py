@@ -114,6 +114,7 @@ def _summary(problems: Sequence[_Problem], k: int, rules: Mapping[str, Callable[
         "n_correct": n_correct,
         "accuracy": n_correct / n_samples,
         "coverage": _mean_coverage(problems, k),
+        "solved": sum(bool(p.correct_texts) for p in problems) / len(problems),  # coverage at each problem's own count
         "diversity": next(iter(diversity.values())),  # the first rule is the headline figure
         "diversity_by_rule": diversity,
         "fpr": Rate.of(steps.count(False), len(steps)).model_dump(),

@@ -19,6 +19,7 @@ from wcse import budget, schema
 from wcse.errors import ConfigError
 from wcse.models import TOY_PREFIX, split_revision
 from wcse.roles import ROLES, SAMPLERS
+from wcse.sampling import allocate
 from wcse.sampling.backends import BACKENDS, request_params
 from wcse.stages import ORDER
 from wcse.train.arms import ARMS
@@ -107,6 +108,8 @@ def _cross_checks(cfg: Any) -> None:
     stray = [role for role in cfg.sampler.role_temperature if role not in SAMPLERS]
     if stray:
         raise ConfigError(f"sampler.role_temperature: unknown sampler role(s) {stray}; known: {list(SAMPLERS)}")
+    if cfg.budget.allocation not in allocate.POLICIES:
+        raise ConfigError(f"budget.allocation={cfg.budget.allocation!r}: must be one of {list(allocate.POLICIES)}")
     if cfg.budget.wc_spend not in budget.SPENDS:
         raise ConfigError(f"budget.wc_spend={cfg.budget.wc_spend!r}: must be one of {list(budget.SPENDS)}")
     shard = cfg.sampler.shard

@@ -64,6 +64,7 @@ class Budget(Record):
 class SamplingCost(Record):
     samples_per_problem: int
     problems: int | None = None  # train problems sampled (budget.problems, budget.wc_spend=questions)
+    allocation: str | None = None  # an adaptive policy (budget.allocation), which spends samples_per_problem x problems
     store: str
     samples: int
     prompt_tokens: int
@@ -111,6 +112,7 @@ class DataQuality(Record):
     n_correct: int
     accuracy: float
     coverage: float
+    solved: float | None = None  # problems with any correct sample: coverage of an adaptive allocation
     diversity: float  # under the first uniqueness rule
     diversity_by_rule: dict[str, float]
     fpr: Rate

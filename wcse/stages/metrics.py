@@ -7,6 +7,7 @@ gives the FPR of a seeded subset of correct samples; the toy world's is exact.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 from wcse.judging import run_judge
@@ -33,7 +34,8 @@ def build(ctx: RunContext, inputs: Inputs, _: None) -> dict[str, Any]:
         samples, verdicts = sample_set.load(), inputs["verify"][role].verdicts()
         if judge is not None and judge.judges_steps:
             verdicts = judge.steps(samples, verdicts, problems, dataset.id)
-        k = sample_set.per_problem
+        samples_of = Counter(v.problem_id for v in verdicts)
+        k = min(sample_set.per_problem, *samples_of.values())  # adaptive sets: some problems have fewer
         out[role] = data_metrics(samples, verdicts, k, groups=groups, rules=rules)
         table = ctx.run_dir / "metrics" / f"{role}.problems.jsonl"
         write_jsonl(table, per_problem(samples, verdicts, k, rules=rules))

@@ -12,21 +12,26 @@ stages can sample again with other inputs (a finetuned model, a round index).
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from wcse import budget as budget_lib
-from wcse.artifacts import digest
+from wcse.artifacts import MissingArtifact, digest
 from wcse.data import prompts
 from wcse.records import Problem, Sample
 from wcse.roles import SAMPLERS, Models
+from wcse.sampling import allocate
 from wcse.sampling.backends import in_shard, open_sampler, request_params, sends_messages
 from wcse.sampling.store import SampleRequest, SampleStore, ensure_samples
 from wcse.settings import plan_budget
 from wcse.stages.base import Inputs, RunContext, Stage
+from wcse.verify.verifier import verify_samples, verify_settings
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +45,32 @@ class SampleSet:
     attn_implementation: str | None  # how the hf backend loads the model (None: its safe default)
     tensor_parallel_size: int | None  # its vLLM engine's GPUs (None: sampler.tensor_parallel_size)
     store: SampleStore
-    requests: tuple[SampleRequest, ...]
-    per_problem: int
+    requests: tuple[SampleRequest, ...]  # adaptive: every sample the policy may draw (up to its cap)
+    per_problem: int  # adaptive: the uniform count whose total it spends
+    policy: allocate.Policy | None = None  # adaptive allocation (None: every request, uniform)
+    allocation: Path | None = None  # adaptive: <cache>/sample/<key>/, the keys the policy drew
+
+    def chosen(self) -> list[str] | None:
+        """The keys of the samples this set holds, in order (None: an allocation not yet run)."""
+        if self.allocation is None:
+            return [r.key for r in self.requests]
+        path = self.allocation / "chosen.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def identity(self) -> Any:
+        """What downstream cache keys call this set: its keys, or the allocation that draws them."""
+        return [r.key for r in self.requests] if self.allocation is None else {"allocation": self.allocation.name}
 
     def absent(self) -> int:
-        return len({r.key for r in self.requests} - self.store.keys())
+        keys = self.chosen()
+        return self.policy.budget if keys is None else len(set(keys) - self.store.keys())
 
     def load(self) -> list[Sample]:
-        """The samples, in request order (an error names a missing one)."""
-        return self.store.select([r.key for r in self.requests])
+        """The samples, in order (an error names a missing one)."""
+        keys = self.chosen()
+        if keys is None:
+            raise MissingArtifact(f"the {self.role} allocation at {self.allocation} has not run: add 'sample' to stages")
+        return self.store.select(keys)
 
 
 @dataclass(frozen=True)
@@ -110,13 +132,67 @@ def sample_set(
         for j in range(n)
     )
     tensor_parallel_size = spec.tensor_parallel_size if spec is not None else None
-    return SampleSet(role, model_path, attn_implementation, tensor_parallel_size, store, requests, n)
+    b = cfg.budget
+    if b.allocation == "uniform":
+        return SampleSet(role, model_path, attn_implementation, tensor_parallel_size, store, requests, n)
+    cap = b.max_per_problem or 4 * n
+    policy = allocate.Policy(b.allocation, budget=n * len(problems), cap=cap, k=b.stop_k, probe=b.probe_samples)
+    candidates = tuple(
+        SampleRequest.create(
+            model=model_id, dataset=dataset.id, problem_id=r.problem_id, index=j, prompt=r.prompt, params=params,
+            base_seed=base_seed, messages=r.messages,
+        )
+        for r in requests[::n]  # one request per problem carries its prompt
+        for j in range(cap)
+    )
+    allocation = ctx.cache.path("sample", _allocation_payload(policy, store, [p.id for p in problems]))
+    return SampleSet(role, model_path, attn_implementation, tensor_parallel_size, store, candidates, n, policy, allocation)
 
 
-def ensure(ctx: RunContext, samples: SampleSet, *, shard_only: bool = False) -> list[Sample]:
+def _allocation_payload(policy: allocate.Policy, store: SampleStore, problem_ids: list[str]) -> dict[str, Any]:
+    return {"policy": asdict(policy), "store": store.root.name, "problems": problem_ids}
+
+
+def _allocate(ctx: RunContext, samples: SampleSet, dataset: Any) -> list[Sample]:
+    """Run an adaptive policy wave by wave: draw, verify against the ground truth, draw again. The
+    waves are deterministic given the store, so a rerun redraws nothing it already holds."""
+    s, v = ctx.cfg.sampler, ctx.cfg.verifier
+    by_slot = {(r.problem_id, r.index): r for r in samples.requests}
+    problems = dataset.by_id("train")
+    problem_ids = list(dict.fromkeys(r.problem_id for r in samples.requests))
+
+    def build(out: Path) -> None:
+        correct: dict[tuple[str, int], bool] = {}
+        chosen: list[str] = []
+        with ExitStack() as stack:
+            sampler = None
+            for number, wave in enumerate(allocate.waves(samples.policy, problem_ids, correct)):
+                requests = [by_slot[slot] for slot in wave]
+                if sampler is None and not {r.key for r in requests} <= samples.store.keys():
+                    sampler = stack.enter_context(
+                        open_sampler(s, samples.model_path, batch_size=s.batch_size, attn_implementation=samples.attn_implementation)
+                    )
+                drawn = ensure_samples(samples.store, sampler, requests, desc=f"sample {samples.role} wave {number}") if sampler else samples.store.select([r.key for r in requests])
+                verdicts = verify_samples(dataset.cfg.format, problems, drawn, v.mode, desc=f"verify {samples.role} wave {number}", **verify_settings(ctx.cfg))
+                correct.update({(x.problem_id, x.index): x.correct for x in verdicts})
+                chosen += [r.key for r in requests]
+        (out / "chosen.json").write_text(json.dumps(chosen))
+        log.info("sample [%s]: %s drew %d of %d samples", samples.role, samples.policy.name, len(chosen), samples.policy.budget)
+
+    payload = _allocation_payload(samples.policy, samples.store, problem_ids)
+    ctx.cache.get_or_build("sample", payload, build, label=f"{samples.role} allocation")
+    return samples.load()
+
+
+def ensure(ctx: RunContext, samples: SampleSet, dataset: Any, *, shard_only: bool = False) -> list[Sample]:
     """Generate what the store lacks; with ``shard_only``, only this data-parallel job's slice
-    (``sampler.shard``): the jobs share one store, and a later unsharded run finds every sample."""
+    (``sampler.shard``): the jobs share one store, and a later unsharded run finds every sample.
+    An adaptive set draws wave by wave, verified against ``dataset``'s train answers."""
     s = ctx.cfg.sampler
+    if samples.policy is not None:
+        if s.shard.count > 1:
+            raise MissingArtifact("budget.allocation: an adaptive policy reads every wave's verdicts; run it with sampler.shard.count=1")
+        return _allocate(ctx, samples, dataset)
     requests = list(samples.requests)
     if shard_only and s.shard.count > 1:
         requests = [r for r in requests if in_shard(r.problem_id, s.shard.index, s.shard.count)]
@@ -159,7 +235,7 @@ def build(ctx: RunContext, inputs: Inputs, samples: Samples) -> dict[str, Any]:
     pair, out = ctx.cfg.model_pair, {}
     costs = {}
     for role, sample_set_ in samples.sets.items():
-        done = ensure(ctx, sample_set_, shard_only=True)
+        done = ensure(ctx, sample_set_, inputs["dataset"].main, shard_only=True)
         costs[role] = budget_lib.realised_cost(
             done,
             params=pair[role].params,
@@ -169,6 +245,7 @@ def build(ctx: RunContext, inputs: Inputs, samples: Samples) -> dict[str, Any]:
         out[role] = {
             "samples_per_problem": sample_set_.per_problem,
             "problems": len({r.problem_id for r in sample_set_.requests}),
+            **({"allocation": sample_set_.policy.name} if sample_set_.policy else {}),
             "store": str(sample_set_.store.root),
             **costs[role].to_dict(),
             "truncation_rate": sum(not s.finished for s in done) / max(1, len(done)),

@@ -71,7 +71,7 @@ def payload(ctx: RunContext, samples: SampleSet, judge_identity: dict[str, Any] 
     return {
         "key": digest(
             {
-                "samples": [r.key for r in samples.requests],
+                "samples": samples.identity(),
                 "method": v.method,
                 "mode": v.mode,
                 "timeout_s": v.timeout_s,
