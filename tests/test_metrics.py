@@ -116,6 +116,7 @@ def test_data_metrics_on_a_hand_built_set() -> None:
         "n_correct": 3,
         "accuracy": pytest.approx(3 / 12),
         "coverage": pytest.approx((5 / 6 + 1 / 2) / 3),
+        "solved": pytest.approx(2 / 3),  # p1 and p2 have a correct sample, p3 none
         "coverage_curve": {
             "1": pytest.approx((2 / 4 + 1 / 4) / 3),
             "2": pytest.approx((5 / 6 + 1 / 2) / 3),
@@ -127,13 +128,13 @@ def test_data_metrics_on_a_hand_built_set() -> None:
         "per_level": {
             "1": {
                 "k": 2, "n_problems": 1, "n_samples": 4, "n_correct": 2, "accuracy": 0.5,
-                "coverage": pytest.approx(5 / 6), "diversity": pytest.approx(5 / 6),
+                "coverage": pytest.approx(5 / 6), "solved": 1.0, "diversity": pytest.approx(5 / 6),
                 "diversity_by_rule": {"exact": pytest.approx(5 / 6), "computation": pytest.approx(5 / 6)},
                 "fpr": {"value": 0.5, "low": pytest.approx(fpr_low), "high": pytest.approx(fpr_high), "n": 2},
             },
             "2": {
                 "k": 2, "n_problems": 2, "n_samples": 8, "n_correct": 1, "accuracy": 1 / 8,
-                "coverage": pytest.approx(1 / 4), "diversity": pytest.approx(1 / 4),
+                "coverage": pytest.approx(1 / 4), "solved": 0.5, "diversity": pytest.approx(1 / 4),
                 "diversity_by_rule": {"exact": pytest.approx(1 / 4), "computation": pytest.approx(1 / 4)},
                 "fpr": {"value": None, "low": 0.0, "high": 1.0, "n": 0},
             },
