@@ -200,7 +200,7 @@ def test_the_prompt_version_and_stop_strings_are_sampling_params(
     """The sampling params (hashed into every key, stored in every record) carry the version, and
     the stop strings when the prompt has some."""
     cfg = compose_cfg(f"dataset={dataset}")
-    params = sampling_params(cfg, cfg.dataset.prompt)
+    params = sampling_params(cfg, cfg.dataset.prompt, "wc")
     assert params["prompt"] == prompts.template(cfg.dataset.prompt).version
     assert params.get("stop") == (prompts.stop_strings(cfg.dataset.prompt) or None)
     bumped = {**params, "prompt": params["prompt"] + "-next"}
