@@ -153,10 +153,11 @@ def _allocation_payload(policy: allocate.Policy, store: SampleStore, problem_ids
     return {"policy": asdict(policy), "store": store.root.name, "problems": problem_ids}
 
 
-def _allocate(ctx: RunContext, samples: SampleSet, dataset: Any) -> list[Sample]:
-    """Run an adaptive policy wave by wave: draw, verify against the ground truth, draw again. The
-    waves are deterministic given the store, so a rerun redraws nothing it already holds."""
-    s, v = ctx.cfg.sampler, ctx.cfg.verifier
+def _allocate(ctx: RunContext, samples: SampleSet, dataset: Any, s: Any) -> list[Sample]:
+    """Run an adaptive policy wave by wave with sampler settings ``s``: draw, verify against the
+    ground truth, draw again. The waves are deterministic given the store, so a rerun redraws
+    nothing it already holds."""
+    v = ctx.cfg.verifier
     by_slot = {(r.problem_id, r.index): r for r in samples.requests}
     problems = dataset.by_id("train")
     problem_ids = list(dict.fromkeys(r.problem_id for r in samples.requests))
@@ -189,18 +190,18 @@ def ensure(ctx: RunContext, samples: SampleSet, dataset: Any, *, shard_only: boo
     (``sampler.shard``): the jobs share one store, and a later unsharded run finds every sample.
     An adaptive set draws wave by wave, verified against ``dataset``'s train answers."""
     s = ctx.cfg.sampler
+    if samples.tensor_parallel_size is not None:
+        s = OmegaConf.merge(s, {"tensor_parallel_size": samples.tensor_parallel_size})
     if samples.policy is not None:
         if s.shard.count > 1:
             raise MissingArtifact("budget.allocation: an adaptive policy reads every wave's verdicts; run it with sampler.shard.count=1")
-        return _allocate(ctx, samples, dataset)
+        return _allocate(ctx, samples, dataset, s)
     requests = list(samples.requests)
     if shard_only and s.shard.count > 1:
         requests = [r for r in requests if in_shard(r.problem_id, s.shard.index, s.shard.count)]
         log.info("sample [%s]: data-parallel shard %d of %d: %d requests", samples.role, s.shard.index, s.shard.count, len(requests))
     if {r.key for r in requests} <= samples.store.keys():
         return samples.store.select([r.key for r in requests])
-    if samples.tensor_parallel_size is not None:
-        s = OmegaConf.merge(s, {"tensor_parallel_size": samples.tensor_parallel_size})
     with open_sampler(s, samples.model_path, batch_size=s.batch_size, attn_implementation=samples.attn_implementation) as sampler:
         return ensure_samples(samples.store, sampler, requests, desc=f"sample {samples.role}")
 
