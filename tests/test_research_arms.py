@@ -84,7 +84,7 @@ def test_the_process_filter_keeps_only_right_answers_with_every_step_right(tmp_p
     # the FPR after a filter, over the kept samples whose reasoning was checked
     kept = [{"problem_id": "a", "index": 0}, {"problem_id": "a", "index": 1}, {"problem_id": "b", "index": 1}]
     (tmp_path / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
-    rate = kept_false_positives(Filtered("wc", tmp_path), verdicts)
+    rate = kept_false_positives(Filtered("wc", tmp_path).sft_rows(), verdicts)
     assert (rate.value, rate.n) == (0.5, 2)
 
 

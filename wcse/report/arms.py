@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from matplotlib.figure import Figure
 
+from wcse.report.figures import COLORS, _err, _save
 from wcse.report.sweep import RunRecord
 from wcse.roles import SAMPLERS
 from wcse.stats import Estimate, estimate
@@ -110,8 +111,6 @@ def plot_frontier(points: dict[FrontierKey, list[FrontierPoint]], path: Path) ->
     """Finetuned pass@1 against realised sampling FLOPs (log x), a line per (setup, data arm)."""
     if not points:
         return None
-    from wcse.report.figures import COLORS, DPI  # one palette for every figure
-
     panels = sorted({(k.model_pair, k.dataset) for k in points})
     fig = Figure(figsize=(6.5 * len(panels), 4.5), layout="constrained")
     for ax, (pair, dataset) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
@@ -120,19 +119,14 @@ def plot_frontier(points: dict[FrontierKey, list[FrontierPoint]], path: Path) ->
                 continue
             xs = [p.flops for p in series]
             ys = [100 * p.pass1.mean for p in series]
-            err = [
-                [100 * (p.pass1.mean - (p.pass1.low if p.pass1.low is not None else p.pass1.mean)) for p in series],
-                [100 * ((p.pass1.high if p.pass1.high is not None else p.pass1.mean) - p.pass1.mean) for p in series],
-            ]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=COLORS.get(key.arm),
+            ax.errorbar(xs, ys, yerr=_err([p.pass1 for p in series], 100), marker="o", capsize=3, color=COLORS.get(key.arm),
                         linestyle="-" if key.arm == "wc" else "--", label=f"{key.setup}: {key.arm.upper()} data")
         ax.set_xscale("log")
         ax.set_xlabel("realised sampling FLOPs of the training data")
         ax.set_ylabel("finetuned pass@1 (%)")
         ax.set_title(f"{dataset}, model pair {pair}")
         ax.legend(fontsize=8)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return _save(fig, path)
 
 
 LR_KEY = "trainer.learning_rate="

@@ -70,8 +70,8 @@ def waves(policy: Policy, problem_ids: Sequence[str], correct: Mapping[tuple[str
             active = [pid for pid in problem_ids if counts[pid] < policy.cap and solved(pid) < policy.k]
             if not active:
                 return
-            chosen = active if len(active) <= policy.budget - spent else _order(active, number)[: policy.budget - spent]
-            yield draw([(pid, counts[pid]) for pid in problem_ids if pid in set(chosen)])
+            chosen = set(active if len(active) <= policy.budget - spent else _order(active, number)[: policy.budget - spent])
+            yield draw([(pid, counts[pid]) for pid in problem_ids if pid in chosen])
             number += 1
         return
     probe = min(policy.probe, policy.cap)

@@ -125,12 +125,12 @@ def ensure(ctx: RunContext, inputs: Inputs, samples: SampleSet) -> Filtered:
     return Filtered(samples.role, path)
 
 
-def kept_false_positives(f: Filtered, verdicts: list[Verdict]) -> Rate:
+def kept_false_positives(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> Rate:
     """The share of kept samples with a right answer whose reasoning is known to be wrong, over
     the kept samples whose reasoning was checked: the FPR after the filter (before it: the data
     metrics' ``fpr``)."""
     steps = {(v.problem_id, v.index): v.steps_correct for v in verdicts if v.correct}
-    checked = [steps[key] for row in f.sft_rows() if (key := (row["problem_id"], row["index"])) in steps and steps[key] is not None]
+    checked = [steps[key] for row in rows if (key := (row["problem_id"], row["index"])) in steps and steps[key] is not None]
     return Rate.of(checked.count(False), len(checked))
 
 
@@ -152,8 +152,8 @@ def build(ctx: RunContext, inputs: Inputs, out: dict[str, Filtered]) -> dict[str
             "correct": sum(v.correct for v in verdicts),
             "truncated": sum(not s.finished for s in samples.load()),
             "kept_truncated": ctx.cfg.verifier.keep_truncated,
-            "kept_for_training": len(f.sft_rows()),
-            "kept_false_positives": kept_false_positives(f, verdicts),
+            "kept_for_training": len(rows := f.sft_rows()),
+            "kept_false_positives": kept_false_positives(rows, verdicts),
             "status": dict(sorted(Counter(v.status for v in verdicts).items())),
         }
         judged = f.judged()
