@@ -86,6 +86,8 @@ def test_the_process_filter_keeps_only_right_answers_with_every_step_right(tmp_p
     (tmp_path / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     rate = kept_false_positives(Filtered("wc", tmp_path).sft_rows(), verdicts)
     assert (rate.value, rate.n) == (0.5, 2)
+    # real data without a steps judge checks no reasoning: no FPR, rather than an empty one
+    assert kept_false_positives(kept[2:], verdicts) is None
 
 
 def test_a_role_samples_at_its_own_temperature(tmp_path: Path) -> None:

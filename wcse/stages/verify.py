@@ -125,13 +125,13 @@ def ensure(ctx: RunContext, inputs: Inputs, samples: SampleSet) -> Filtered:
     return Filtered(samples.role, path)
 
 
-def kept_false_positives(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> Rate:
+def kept_false_positives(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> Rate | None:
     """The share of kept samples with a right answer whose reasoning is known to be wrong, over
     the kept samples whose reasoning was checked: the FPR after the filter (before it: the data
-    metrics' ``fpr``)."""
+    metrics' ``fpr``). None where no reasoning was checked (real data without a steps judge)."""
     steps = {(v.problem_id, v.index): v.steps_correct for v in verdicts if v.correct}
     checked = [steps[key] for row in rows if (key := (row["problem_id"], row["index"])) in steps and steps[key] is not None]
-    return Rate.of(checked.count(False), len(checked))
+    return Rate.of(checked.count(False), len(checked)) if checked else None
 
 
 def plan(ctx: RunContext, inputs: Inputs) -> dict[str, Filtered]:
