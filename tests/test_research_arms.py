@@ -111,6 +111,7 @@ def test_a_role_samples_at_its_own_temperature(tmp_path: Path) -> None:
         ("toy_budget_sweep", lambda c: c.setup.target == "wc"),
         ("toy_lr", lambda c: c.trainer.seed == c.seed),
         ("toy_adaptive", lambda c: c.budget.max_per_problem == 12),
+        ("toy_rounds", lambda c: c.rounds == 3 and c.budget.name == "low"),
     ],
 )
 def test_each_arm_experiment_composes_and_validates(tmp_path: Path, experiment: str, check) -> None:

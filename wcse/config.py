@@ -252,6 +252,7 @@ class Config:
     toy: ToyConfig = field(default_factory=ToyConfig)
     stages: list[str] = field(default_factory=lambda: list(DEFAULT))  # wcse.stages: the graph
     seed: int = bounded(0, ge=0)
+    rounds: int = bounded(1, ge=1)  # > 1: iterated sample -> filter -> finetune rounds (wcse.rounds)
 
 
 GROUPS: dict[str, type] = {

@@ -19,11 +19,12 @@ import traceback
 from pathlib import Path
 
 import hydra
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from wcse import runner
+from wcse import rounds, runner
 from wcse.config import register
 from wcse.errors import WcseError
 from wcse.report.console import print_summary
@@ -37,9 +38,14 @@ register()
 
 def run(cfg: DictConfig) -> None:
     validate(cfg)
-    summary = runner.run(cfg)
-    print_summary(summary)
-    track(cfg, summary)
+    if cfg.rounds == 1:
+        runs = [(cfg, runner.run(cfg))]
+    else:  # each round's runs are composed from this job's overrides
+        task = rounds.job_overrides(HydraConfig.get().overrides.task)
+        runs = rounds.run(cfg, lambda extra: compose(config_name="config", overrides=[*task, *extra]))
+    for run_cfg, summary in runs:
+        print_summary(summary)
+        track(run_cfg, summary)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -47,6 +47,10 @@ def _cross_checks(cfg: Any) -> None:
     unknown = [s for s in cfg.stages if s not in ORDER]
     if unknown:
         raise ConfigError(f"stages: unknown stage(s) {unknown}; known: {list(ORDER)}")
+    if cfg.rounds > 1 and (absent := [s for s in ("train", "evaluate") if s not in cfg.stages]):
+        raise ConfigError(f"rounds={cfg.rounds}: each round samples with the last round's finetuned models; stages lack {absent}")
+    if cfg.rounds > 1 and cfg.sampler.backend == "openai":
+        raise ConfigError(f"rounds={cfg.rounds}: the next round samples with a finetuned model; sampler=openai serves fixed models")
     if cfg.setup.target not in ROLES:
         raise ConfigError(f"setup.target={cfg.setup.target!r}: must be one of {list(ROLES)}")
     bad_arms = [a for a in cfg.setup.arms if a not in ARMS]

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from wcse.report.arms import filter_cells, frontier, lr_choices, plot_frontier
+from wcse.report.arms import filter_cells, frontier, lr_choices, plot_frontier, plot_rounds, round_series
 from wcse.report.figures import plot_coverage_curves, plot_data_quality, plot_finetune, plot_per_level
 from wcse.report.markdown import write_markdown
 from wcse.report.sweep import Sweep, collect
@@ -104,8 +104,12 @@ def build_report(
     points = frontier(sweep.used)
     if (figure := plot_frontier(points, out / "frontier.png")) is not None:
         figures["frontier"] = figure
+    by_round = round_series(sweep.used)
+    if (figure := plot_rounds(by_round, out / "rounds.png")) is not None:
+        figures["rounds"] = figure
     report = write_markdown(
-        sweep, t, figures, out, filters=filter_cells(sweep.used), frontier=points, learning_rates=lr_choices(sweep.used)
+        sweep, t, figures, out, filters=filter_cells(sweep.used), frontier=points, learning_rates=lr_choices(sweep.used),
+        rounds=by_round,
     )
     print_grid(sweep, t, console)
     console.print(f"figures: {', '.join(p.name for p in figures.values())} in {out}")

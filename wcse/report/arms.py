@@ -1,6 +1,6 @@
 """The research arms' parts of the sweep report: what each filter kept (and the FPR of what it
-kept), and the compute-optimal frontier (finetuned pass@1 against the realised sampling FLOPs of
-the data it was trained on).
+kept), the compute-optimal frontier (finetuned pass@1 against the realised sampling FLOPs of
+the data it was trained on), the learning rate chosen on validation, and pass@1 by round.
 
 Both read the same runs as :mod:`wcse.report.tables` and aggregate over seeds with
 :func:`wcse.stats.estimate`, so their numbers agree with the finetune tables.
@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from wcse.report.figures import COLORS, _err, _save
 from wcse.report.sweep import RunRecord
 from wcse.roles import SAMPLERS
+from wcse.rounds import TRACKS
 from wcse.stats import Estimate, estimate
 from wcse.summary import Rate
 
@@ -178,3 +179,61 @@ def lr_choices(runs: Sequence[RunRecord]) -> dict[LrKey, LrChoice]:
             chosen = max(sorted(validation), key=lambda r: validation[r].mean)
             out[key] = LrChoice(validation, test, chosen)
     return out
+
+
+class RoundsKey(NamedTuple):
+    model_pair: str
+    dataset: str
+    budget: str
+    variant: str  # the other varying overrides (not the round)
+    track: str  # wcse.rounds.TRACKS
+
+
+def round_series(runs: Sequence[RunRecord]) -> dict[RoundsKey, list[tuple[int, Estimate]]]:
+    """Each track's test pass@1 by round over seeds (wcse.rounds); round 0 is the track's target
+    before any finetuning (the base model, few-shot as in every base row)."""
+    cells: dict[tuple[RoundsKey, int], list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        if run.round is None or run.summary.finetune is None:
+            continue
+        variant = ",".join(v for v in run.variant.split(",") if v and not v.startswith("round="))
+        for track, (setup, arm) in TRACKS.items():
+            if run.setup == setup and arm in run.summary.finetune.arms:
+                key = RoundsKey(run.model_pair, run.dataset, run.budget, variant, track)
+                cells[(key, run.round)].append(run)
+                if run.round == 1:
+                    cells[(key, 0)].append(run)
+    series: dict[RoundsKey, list[tuple[int, Estimate]]] = defaultdict(list)
+    for (key, r), members in sorted(cells.items()):
+        arm = TRACKS[key.track].arm
+        if r == 0:
+            point = estimate([run.summary.finetune.base_pass_at_1 for run in members])
+        else:
+            results = [run.summary.finetune.arms[arm] for run in members]
+            point = estimate([x.pass_at_1 for x in results], results[0].pass_at_1_interval)
+        if point is not None:
+            series[key].append((r, point))
+    return dict(series)
+
+
+def plot_rounds(series: dict[RoundsKey, list[tuple[int, Estimate]]], path: Path) -> Path | None:
+    """Test pass@1 by round, a line per track (round 0: before finetuning)."""
+    if not series:
+        return None
+    panels = sorted({(k.model_pair, k.dataset, k.budget, k.variant) for k in series})
+    fig = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")
+    for ax, panel in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+        for key, points in sorted(series.items()):
+            if tuple(key[:4]) != panel:
+                continue
+            xs = [r for r, _ in points]
+            ys = [100 * e.mean for _, e in points]
+            ax.errorbar(xs, ys, yerr=_err([e for _, e in points], 100), marker="o", capsize=3,
+                        color=COLORS.get(TRACKS[key.track].arm), linestyle="--" if key.track == "w2s" else "-",
+                        label=key.track.replace("_", " "))
+        ax.set_xticks(sorted({r for points in series.values() for r, _ in points}))
+        ax.set_xlabel("round (0: before finetuning)")
+        ax.set_ylabel("test pass@1 (%)")
+        ax.set_title(", ".join(x for x in (panel[1], f"pair {panel[0]}", f"budget {panel[2]}", panel[3]) if x))
+        ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from wcse.report.arms import FilterCell, FilterKey, FrontierKey, FrontierPoint, LrChoice, LrKey
+from wcse.report.arms import FilterCell, FilterKey, FrontierKey, FrontierPoint, LrChoice, LrKey, RoundsKey
 from wcse.report.sweep import Sweep
 from wcse.report.tables import (
     Comparison,
@@ -23,6 +23,7 @@ from wcse.report.tables import (
     series_label,
     variant_label,
 )
+from wcse.stats import Estimate
 
 INTERVALS_NOTE = (
     "Intervals: a single run shows its own 95% Wilson interval over test problems (pass@1) or over "
@@ -298,6 +299,26 @@ def _md_lr(choices: dict[LrKey, LrChoice]) -> list[str]:
     ]
 
 
+ROUNDS_NOTE = (
+    "Iterated rounds (`rounds=R`): each round samples with the models the previous round finetuned "
+    "(WC self-improvement's and SE self-improvement's selected checkpoints), at the same per-round "
+    "budget; every finetune starts from the base model. Round 0 is the target before finetuning."
+)
+
+
+def _md_rounds(series: dict[RoundsKey, list[tuple[int, Estimate]]], figure: Path) -> list[str]:
+    rows = [
+        [key.model_pair, key.dataset, key.budget, key.variant or "-", key.track.replace("_", " ")]
+        + [fmt_pct(e) for _, e in points]
+        for key, points in sorted(series.items())
+    ]
+    width = max(len(points) for points in series.values())
+    return [
+        *_figure("Rounds: test pass@1 by round", figure, ROUNDS_NOTE),
+        *_md_table("model pair | dataset | budget | variant | track | " + " | ".join(f"round {r}" for r in range(width)), rows),
+    ]
+
+
 def _md_runs(sweep: Sweep) -> list[str]:
     rows = [
         [f"`{r.job}`", r.model_pair, r.dataset, r.setup, r.budget, r.seed or "-", r.variant or "-"]
@@ -327,6 +348,7 @@ def write_markdown(
     filters: dict[FilterKey, FilterCell] | None = None,
     frontier: dict[FrontierKey, list[FrontierPoint]] | None = None,
     learning_rates: dict[LrKey, LrChoice] | None = None,
+    rounds: dict[RoundsKey, list[tuple[int, Estimate]]] | None = None,
 ) -> Path:
     """report.md: the auto-generated reading, each figure with the table of its numbers, the runs."""
     superseded = len(sweep.runs) - len(sweep.used)
@@ -358,6 +380,8 @@ def write_markdown(
         md += _md_frontier(frontier, figures["frontier"])
     if learning_rates:
         md += _md_lr(learning_rates)
+    if rounds and "rounds" in figures:
+        md += _md_rounds(rounds, figures["rounds"])
     md += _md_runs(sweep)
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from wcse.report.planned import planned_jobs, read_yaml
+from wcse.rounds import ROUND_DIR
 from wcse.summary import RunSummary
 
 GRID_KEYS = ("model_pair", "dataset", "setup", "budget")  # the Hydra groups that name a cell of the grid
@@ -50,6 +51,7 @@ class RunRecord:
     seed: str  # its seed overrides ("seed=1"; "" for none): what tells repeats of one cell apart
     mtime: float
     variant: str = ""  # other overrides whose values differ across the sweep (they would be averaged away)
+    round: int | None = None  # rounds > 1 (wcse.rounds): the round whose run this is (also in variant)
     duplicate_of: str | None = None  # a later run of the same cell and seed, which is the one used
 
     @property
@@ -131,7 +133,8 @@ def _read_run(path: Path, job: Path, name: str, overrides: list[str]) -> RunReco
                 f"{path}: no run section in it and no .hydra/config.yaml that names its {missing[0]}"
             )
     seed = ",".join(o for o in overrides if is_seed(override_name(o)))
-    return RunRecord(name, overrides, summary, **names, seed=seed, mtime=path.stat().st_mtime)
+    rounds = [int(part[len(ROUND_DIR) :]) for part in path.relative_to(job).parts if part.startswith(ROUND_DIR) and part[len(ROUND_DIR) :].isdigit()]
+    return RunRecord(name, overrides, summary, **names, seed=seed, mtime=path.stat().st_mtime, round=next(iter(rounds), None))
 
 
 def _mark_variants(runs: Sequence[RunRecord]) -> None:
@@ -139,7 +142,7 @@ def _mark_variants(runs: Sequence[RunRecord]) -> None:
     names = {name for p in parsed for name in p if _is_variant(name)}
     varying = sorted(name for name in names if len({p.get(name) for p in parsed}) > 1)
     for run, p in zip(runs, parsed, strict=True):
-        run.variant = ",".join(p[name] for name in varying if name in p)
+        run.variant = ",".join([*(p[name] for name in varying if name in p), *([f"round={run.round}"] if run.round else [])])
 
 
 def _mark_duplicates(runs: Sequence[RunRecord]) -> None:
