@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from wcse import runner
@@ -58,8 +59,11 @@ def setups() -> dict[str, list[str]]:
 
 def job_overrides(task: list[str]) -> list[str]:
     """A job's overrides less those each round sets itself (the setup and its arms, the folder)."""
-    keys = [o.lstrip("+~").partition("=")[0] for o in task]
-    return [o for o, key in zip(task, keys, strict=True) if key.split(".")[0] not in ("setup", "rounds") and key != "paths.run_dir"]
+    parsed = OverridesParser.create().parse_overrides(task)
+    return [
+        o.input_line for o in parsed
+        if o.key_or_group.split(".")[0] not in ("setup", "rounds") and o.key_or_group != "paths.run_dir"
+    ]
 
 
 def round_overrides(run_dir: Path, r: int, setup: str, samplers: dict[str, str], base: dict[str, str]) -> list[str]:

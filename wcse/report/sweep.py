@@ -133,8 +133,13 @@ def _read_run(path: Path, job: Path, name: str, overrides: list[str]) -> RunReco
                 f"{path}: no run section in it and no .hydra/config.yaml that names its {missing[0]}"
             )
     seed = ",".join(o for o in overrides if is_seed(override_name(o)))
-    rounds = [int(part[len(ROUND_DIR) :]) for part in path.relative_to(job).parts if part.startswith(ROUND_DIR) and part[len(ROUND_DIR) :].isdigit()]
-    return RunRecord(name, overrides, summary, **names, seed=seed, mtime=path.stat().st_mtime, round=next(iter(rounds), None))
+    return RunRecord(name, overrides, summary, **names, seed=seed, mtime=path.stat().st_mtime, round=_round(path, job))
+
+
+def _round(path: Path, job: Path) -> int | None:
+    """The round of a rounds job's run (``<job>/round-<r>/<setup>/summary.json``), else None."""
+    parts = [p.removeprefix(ROUND_DIR) for p in path.relative_to(job).parts if p.startswith(ROUND_DIR)]
+    return next((int(p) for p in parts if p.isdigit()), None)
 
 
 def _mark_variants(runs: Sequence[RunRecord]) -> None:
