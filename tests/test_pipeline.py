@@ -134,8 +134,8 @@ def test_the_toy_experiments_run_end_to_end(tiny, experiment: str) -> None:
     [["verifier=process"], ["budget=sample_matched", "+sampler.role_temperature.se=1.0"],
      ["budget.wc_spend=questions", "dataset.toy.n_train=120", "budget.problems=40"],
      ["budget.se_samples=2", "setup.arms=[mix_budget]", "setup.mix_budget_wc_share=0.5"],
-     ["budget.allocation=stop_at_k"]],
-    ids=["process_filter", "sample_matched_hot_se", "questions", "mixing", "adaptive"],
+     ["budget.allocation=stop_at_k"], ["trainer.lr_grid=[1e-4,3e-4]"]],
+    ids=["process_filter", "sample_matched_hot_se", "questions", "mixing", "adaptive", "lr_grid"],
 )
 def test_each_research_arm_runs_end_to_end(tiny, arm: list[str]) -> None:
     root, _ = tiny
@@ -153,6 +153,14 @@ def test_each_research_arm_runs_end_to_end(tiny, arm: list[str]) -> None:
         assert (sampling["wc"].problems, sampling["wc"].samples_per_problem) == (120, 1)
         assert (sampling["se"].problems, sampling["se"].samples_per_problem) == (40, 1)
         assert 0.6 < summary.sampling.realised_flops_ratio_wc_over_se < 1.6  # still compute-matched
+    elif arm[0].startswith("trainer.lr_grid"):  # each arm at both rates; rate and checkpoint chosen together on validation
+        for name, result in summary.finetune.arms.items():
+            assert [t.learning_rate for t in summary.train[name].grid] == [1e-4, 3e-4]
+            candidates = result.checkpoint_selection.checkpoints
+            assert {c.learning_rate for c in candidates} == {1e-4, 3e-4}
+            best = result.checkpoint_selection.best
+            assert best == max(candidates, key=lambda c: (c.validation_pass_at_1, c.step))
+            assert best.path.startswith(summary.train[name].at(best.learning_rate).dir)
     elif arm[0] == "budget.allocation=stop_at_k":  # the uniform budget, spent on the unsolved problems
         assert sampling["wc"].samples == 3 * 40 and sampling["se"].samples == 40 and sampling["wc"].allocation == "stop_at_k"
         assert summary.data["wc"].solved >= summary.data["wc"].coverage

@@ -109,7 +109,7 @@ def test_a_role_samples_at_its_own_temperature(tmp_path: Path) -> None:
         ("toy_process_filter", lambda c: c.budget.name == "low"),
         ("toy_mixing", lambda c: "mix_budget" in c.setup.arms and c.budget.se_samples == 3),
         ("toy_budget_sweep", lambda c: c.setup.target == "wc"),
-        ("toy_lr", lambda c: c.trainer.seed == c.seed),
+        ("toy_lr", lambda c: c.trainer.seed == c.seed and list(c.trainer.lr_grid) == [3e-5, 1e-4, 3e-4]),
         ("toy_adaptive", lambda c: c.budget.max_per_problem == 12),
         ("toy_rounds", lambda c: c.rounds == 3 and c.budget.name == "low"),
     ],
@@ -183,8 +183,53 @@ def test_each_arms_learning_rate_is_chosen_on_validation_and_read_on_test(tmp_pa
         run = run.model_copy(update={"finetune": run.finetune.model_copy(update={"arms": arms_})})
         write_job(tmp_path, f"{i}-trainer.learning_rate={rate}", ["experiment=toy_lr", f"trainer.learning_rate={rate}"], run)
     choices = {k.arm: c for k, c in lr_choices(collect(tmp_path).used).items()}
-    assert (choices["wc"].chosen, choices["se"].chosen) == (1e-4, 3e-4)
-    assert choices["wc"].chosen_test.mean == 10 / 40 and choices["se"].chosen_test.mean == 11 / 40
+    assert (choices["wc"].chosen, choices["se"].chosen) == ({1e-4: 1}, {3e-4: 1})
+    assert choices["wc"].test.mean == 10 / 40 and choices["se"].test.mean == 11 / 40
+
+
+def test_an_lr_grid_plans_one_finetune_per_rate_each_the_single_rate_finetune(tmp_path: Path) -> None:
+    from wcse import runner
+
+    grid = runner.plan(compose_config(tmp_path, "experiment=toy_tiny", "trainer.lr_grid=[3e-5,1e-4]")).outputs["train"]
+    single = runner.plan(compose_config(tmp_path, "experiment=toy_tiny", "trainer.learning_rate=1e-4")).outputs["train"]
+    assert [t.learning_rate for t in grid["wc"]] == [3e-5, 1e-4]
+    assert grid["wc"][1].path == single["wc"][0].path  # the grid is not a setting of a finetune: its runs are shared
+    assert grid["wc"][0].path != grid["wc"][1].path and grid["wc"][0].data == grid["wc"][1].data  # one arm data, two runs
+
+
+@pytest.mark.parametrize("grid", ["[]", "[1e-4,1e-4]", "[1e-4,-1e-3]"])
+def test_a_bad_lr_grid_is_refused_naming_the_key(tmp_path: Path, grid: str) -> None:
+    with pytest.raises(ConfigError, match=r"trainer\.lr_grid"):
+        validate(compose_config(tmp_path, "experiment=toy_tiny", f"trainer.lr_grid={grid}"))
+
+
+def test_an_in_run_lr_grid_reports_each_runs_own_choice_and_its_test_score(tmp_path: Path) -> None:
+    from tests.test_report_sweep import summary, write_job
+    from wcse.report.arms import lr_choices
+    from wcse.report.sweep import collect
+    from wcse.summary import CheckpointScore
+
+    # validation by (seed, rate) of WC's checkpoints: seed 0 peaks at 3e-4, seed 1 at 1e-4
+    validation = {(0, 1e-4): 0.20, (0, 3e-4): 0.30, (1, 1e-4): 0.40, (1, 3e-4): 0.10}
+    for seed in (0, 1):
+        run = summary("self_improve", "low", str(tmp_path / f"{seed}"), arms={"wc": 10 + seed, "se": 12}, seed=seed)
+        wc = run.finetune.arms["wc"]
+        checkpoints = [
+            CheckpointScore(step=step, path=f"/c/{rate}/{step}", validation_pass_at_1=validation[(seed, rate)] - (step == 3) * 0.05,
+                            learning_rate=rate)
+            for rate in (1e-4, 3e-4) for step in (3, 6)
+        ]
+        best = max(checkpoints, key=lambda c: (c.validation_pass_at_1, c.step))
+        selection = wc.checkpoint_selection.model_copy(update={"best": best, "checkpoints": checkpoints})
+        arms_ = {**run.finetune.arms, "wc": wc.model_copy(update={"checkpoint_selection": selection})}
+        run = run.model_copy(update={"finetune": run.finetune.model_copy(update={"arms": arms_})})
+        write_job(tmp_path, f"{seed}-seed={seed}", ["experiment=toy_lr", f"seed={seed}"], run)
+    choices = {k.arm: c for k, c in lr_choices(collect(tmp_path).used).items()}
+    assert set(choices) == {"wc"}  # SE's runs scored one rate: no choice to report
+    wc = choices["wc"]
+    assert wc.chosen == {1e-4: 1, 3e-4: 1}
+    assert (wc.validation[1e-4].mean, wc.validation[3e-4].mean) == pytest.approx((0.30, 0.20))
+    assert wc.test.mean == pytest.approx((10 + 11) / 80)  # each run's own selected checkpoint, tested
 
 
 def run_policy(policy, problem_ids, truth) -> dict[str, int]:

@@ -48,7 +48,7 @@ def test_planning_builds_nothing_but_the_dataset(tmp_path: Path) -> None:
     assert {p.name for p in (tmp_path / "cache").iterdir()} == {"dataset"}
     samples = planned.outputs["sample"]
     assert {role: len(s.requests) for role, s in samples.sets.items()} == {"wc": 3 * 40, "se": 40}
-    assert planned.outputs["train"]["wc"].path.parent == tmp_path / "cache" / "train"
+    assert [t.path.parent for t in planned.outputs["train"]["wc"]] == [tmp_path / "cache" / "train"]  # one rate, one finetune
     assert not (tmp_path / "run").exists()
 
 

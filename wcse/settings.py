@@ -51,6 +51,7 @@ def _cross_checks(cfg: Any) -> None:
         raise ConfigError(f"rounds={cfg.rounds}: each round samples with the last round's finetuned models; stages lack {absent}")
     if cfg.rounds > 1 and cfg.sampler.backend == "openai":
         raise ConfigError(f"rounds={cfg.rounds}: the next round samples with a finetuned model; sampler=openai serves fixed models")
+    learning_rates(cfg)
     if cfg.setup.target not in ROLES:
         raise ConfigError(f"setup.target={cfg.setup.target!r}: must be one of {list(ROLES)}")
     bad_arms = [a for a in cfg.setup.arms if a not in ARMS]
@@ -151,11 +152,29 @@ def check_model_location(key: str, path: str) -> None:
     raise ConfigError(f"{key}={path!r}: no such folder, and not a hub id (name, owner/name or owner/name@revision)")
 
 
-def train_settings(cfg: Any) -> dict[str, Any]:
-    """The trainer group as TrainSpec kwargs, with what it leaves unset taken from the target's
-    paper schedule (model_pair.<target>.finetune) for this budget; errors name the keys."""
+def learning_rates(cfg: Any) -> tuple[float | None, ...]:
+    """The rates each arm is finetuned at: ``trainer.lr_grid`` in its order, or the one
+    ``trainer.learning_rate`` (None: the schedule's); errors name the key."""
+    grid = cfg.trainer.get("lr_grid")
+    if grid is None:
+        return (cfg.trainer.learning_rate,)
+    rates = tuple(float(r) for r in grid)
+    if not rates or any(r <= 0 for r in rates) or len(set(rates)) != len(rates):
+        raise ConfigError(f"trainer.lr_grid={list(grid)}: give distinct positive learning rates (or null for one rate)")
+    return rates
+
+
+def train_settings(cfg: Any, learning_rate: float | None = None) -> dict[str, Any]:
+    """The trainer group as TrainSpec kwargs for one finetune (at ``learning_rate``, a rate of
+    :func:`learning_rates`; None: ``trainer.learning_rate``), with what it leaves unset taken
+    from the target's paper schedule (model_pair.<target>.finetune) for this budget; errors
+    name the keys. The grid itself is not a setting of a finetune, so a rate's finetune is the
+    same cached artifact with or without a grid around it."""
     t = OmegaConf.to_container(cfg.trainer, resolve=True)
     t.pop("name")
+    t.pop("lr_grid", None)
+    if learning_rate is not None:
+        t["learning_rate"] = learning_rate
     target = cfg.setup.target
     schedule = cfg.model_pair[target].finetune
     where = f"model_pair={cfg.model_pair.name}: {target}.finetune"

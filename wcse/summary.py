@@ -143,6 +143,12 @@ class TrainResult(Record):
     optimizer: str | None = None  # e.g. AdamW, DeepSpeedCPUAdam
     data: Composition
     dir: str  # the finetune's artifact: metrics.json (loss_history), checkpoints/, model/
+    learning_rate: float | None = None
+    grid: list[TrainResult] | None = None  # trainer.lr_grid: every rate's finetune (the first is the one above)
+
+    def at(self, rate: float | None) -> TrainResult:
+        """The finetune at ``rate`` (this one without a grid or a rate)."""
+        return next((run for run in self.grid or [] if run.learning_rate == rate), self)
 
 
 class EvalResult(Record):
@@ -182,6 +188,7 @@ class CheckpointScore(Record):
     step: int
     path: str
     validation_pass_at_1: float | None = Field(default=None, alias="validation_pass@1")
+    learning_rate: float | None = None  # the finetune's rate (trainer.lr_grid: the candidates span rates)
 
 
 class Selection(Record):

@@ -128,12 +128,13 @@ def arm_series(summary: RunSummary, arm: str) -> list[dict[str, float]]:
     """History rows of ``arm``'s run, one per point of a curve in SERIES."""
     data = (summary.data or {}).get(_source(arm))
     rows = [{"data/k": int(k), "data/coverage@k": v} for k, v in (data.coverage_curve if data else {}).items()]
+    result = _arm(summary, arm)
+    rate = result.checkpoint_selection.best.learning_rate if result is not None else None  # trainer.lr_grid: the chosen rate's curves
     train = (summary.train or {}).get(arm)
     if train is not None:
-        history = json.loads((Path(train.dir) / "metrics.json").read_text()).get("loss_history", [])
+        history = json.loads((Path(train.at(rate).dir) / "metrics.json").read_text()).get("loss_history", [])
         rows += [{"train/step": h["step"], "train/loss": h["loss"]} for h in history]
-    result = _arm(summary, arm)
-    checkpoints = result.checkpoint_selection.checkpoints if result is not None else []
+    checkpoints = [c for c in result.checkpoint_selection.checkpoints if c.learning_rate == rate] if result is not None else []
     rows += [{"train/step": c.step, "val/pass@1": c.validation_pass_at_1} for c in checkpoints]
     return rows
 

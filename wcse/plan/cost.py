@@ -34,7 +34,6 @@ from wcse.plan.assumptions import PlanConfig
 from wcse.records import Problem
 from wcse.roles import SAMPLERS
 from wcse.runner import plan as plan_stages
-from wcse.settings import train_settings
 from wcse.stages.sample import SampleSet
 from wcse.train.arms import arm_sources
 
@@ -198,9 +197,9 @@ class CellPlanner:
         self._ratios(cfg, cell)
         models_ = outputs["pretrain"]
         zero_shot = self._prompt_tokens(models_.path(cfg.setup.target, target=True), dataset)
-        for arm, trained in outputs.get("train", {}).items():
+        for arm, runs in outputs.get("train", {}).items():
             mean = sum(generated[source] for source in arm_sources(arm)) / len(arm_sources(arm))
-            cell.finetunes.append(self._finetune(ctx, cfg, arm, trained, zero_shot + mean))
+            cell.finetunes += [self._finetune(ctx, cfg, arm if len(runs) == 1 else f"{arm} (lr {t.learning_rate:g})", t, zero_shot + mean) for t in runs]
         if "evaluate" in cfg.stages:
             cell.evaluations = self._evaluations(cfg, outputs, zero_shot, generated)
         return cell
@@ -286,7 +285,7 @@ class CellPlanner:
         return spec.params if path == spec.path else self.sizes.get(path)
 
     def _finetune(self, ctx: Any, cfg: Any, arm: str, trained: Any, row: float) -> Finetune:
-        t = train_settings(cfg)
+        t = trained.payload["trainer"]
         role = cfg.setup.target
         params = self._size(cfg, role, target=True)
         gpus = t["nprocs"] * t["nnodes"]
@@ -315,11 +314,11 @@ class CellPlanner:
         per_generation = prompt + min(mean, e.max_new_tokens)
         evaluation_key = OmegaConf.to_yaml(e) + main.id
         out = []
-        for f in (outputs.get("train") or {}).values():
-            checkpoints = cfg.trainer.checkpoints if validation else 0
-            count = (checkpoints * validation + test) * e.samples
+        for runs in (outputs.get("train") or {}).values():
+            scored = (cfg.trainer.checkpoints or (1 if len(runs) > 1 else 0)) if validation else 0  # per rate (wcse.stages.evaluate)
+            count = (scored * validation * len(runs) + test) * e.samples
             params = self._size(cfg, target, target=True)
-            out.append(self._evaluation(f"arm:{f.path}", f"{target} on {f.arm}", count, per_generation, params))
+            out.append(self._evaluation(f"arm:{runs[0].path}", f"{target} on {runs[0].arm}", count, per_generation, params))
         few_shot = prompts.template(main.cfg.prompt).shots > 0  # base models: few-shot, and zero-shot beside it
         for role in dict.fromkeys([target, *e.baselines]):
             spec = cfg.model_pair[role]

@@ -8,11 +8,11 @@ Both read the same runs as :mod:`wcse.report.tables` and aggregate over seeds wi
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from matplotlib.figure import Figure
 
@@ -144,40 +144,51 @@ class LrKey(NamedTuple):
 
 @dataclass
 class LrChoice:
-    validation: dict[float, Estimate]  # learning rate -> validation pass@1 of its selected checkpoint
-    test: dict[float, Estimate]
-    chosen: float  # the rate with the best mean validation pass@1 (ties: the smaller rate)
+    validation: dict[float, Estimate]  # learning rate -> validation pass@1 of its best checkpoint, over seeds
+    chosen: dict[float, int]  # learning rate -> runs whose test pass@1 is read at it
+    test: Estimate  # test pass@1 at the chosen rate(s)
 
-    @property
-    def chosen_test(self) -> Estimate:
-        return self.test[self.chosen]
+
+def _rate_scores(run: RunRecord, arm: str) -> tuple[dict[float, float], float] | None:
+    """One run's arm: the validation pass@1 of its best checkpoint at each learning rate, and
+    the rate it was tested at. An in-run grid (``trainer.lr_grid``) scored several rates; a
+    sweep's job (``trainer.learning_rate=...``) scored one."""
+    selection = run.summary.finetune.arms[arm].checkpoint_selection
+    grid: dict[float, float] = {}
+    for c in selection.checkpoints:
+        if c.learning_rate is not None and c.validation_pass_at_1 is not None:
+            grid[c.learning_rate] = max(grid.get(c.learning_rate, 0.0), c.validation_pass_at_1)
+    if len(grid) > 1:
+        return grid, selection.best.learning_rate
+    rates = [float(v[len(LR_KEY) :]) for v in run.variant.split(",") if v.startswith(LR_KEY)]
+    if rates and selection.best.validation_pass_at_1 is not None:
+        return {rates[0]: selection.best.validation_pass_at_1}, rates[0]
+    return None
 
 
 def lr_choices(runs: Sequence[RunRecord]) -> dict[LrKey, LrChoice]:
-    """Learning-rate robustness from a sweep over ``trainer.learning_rate``: each arm's rate is
-    chosen on validation (the best checkpoint's validation pass@1, as checkpoints are chosen),
-    so neither arm is compared at a rate that suits only the other."""
-    grouped: dict[LrKey, dict[float, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
+    """Learning-rate robustness, chosen on validation (the best checkpoint's validation pass@1,
+    as checkpoints are chosen) so neither arm is compared at a rate that suits only the other.
+    With ``trainer.lr_grid`` each run chose its own rate; across a sweep over
+    ``trainer.learning_rate`` the rate of best mean validation is chosen (ties: the smaller)."""
+    grouped: dict[LrKey, list[tuple[dict[float, float], float, Any]]] = defaultdict(list)
     for run in runs:
-        parts = [v for v in run.variant.split(",") if v]
-        rates = [float(v[len(LR_KEY) :]) for v in parts if v.startswith(LR_KEY)]
-        if not rates or run.summary.finetune is None:
+        if run.summary.finetune is None:
             continue
-        variant = ",".join(v for v in parts if not v.startswith(LR_KEY))
-        for arm in run.summary.finetune.arms:
-            grouped[LrKey(run.model_pair, run.dataset, run.setup, run.budget, variant, arm)][rates[0]].append(run)
+        variant = ",".join(v for v in run.variant.split(",") if v and not v.startswith(LR_KEY))
+        for arm, result in run.summary.finetune.arms.items():
+            if (scores := _rate_scores(run, arm)) is not None:
+                grouped[LrKey(run.model_pair, run.dataset, run.setup, run.budget, variant, arm)].append((*scores, result))
     out = {}
-    for key, by_rate in grouped.items():
-        validation, test = {}, {}
-        for rate, members in by_rate.items():
-            results = [run.summary.finetune.arms[key.arm] for run in members]
-            scores = [r.checkpoint_selection.best.validation_pass_at_1 for r in results]
-            if (v := estimate(scores)) is not None:
-                validation[rate] = v
-                test[rate] = estimate([r.pass_at_1 for r in results], results[0].pass_at_1_interval)
-        if validation:
-            chosen = max(sorted(validation), key=lambda r: validation[r].mean)
-            out[key] = LrChoice(validation, test, chosen)
+    for key, members in grouped.items():
+        rates = sorted({rate for by_rate, _, _ in members for rate in by_rate})
+        validation = {rate: estimate([by_rate[rate] for by_rate, _, _ in members if rate in by_rate]) for rate in rates}
+        if not any(len(by_rate) > 1 for by_rate, _, _ in members):  # a sweep: one rate for every seed
+            best = max(rates, key=lambda rate: validation[rate].mean)
+            members = [m for m in members if m[1] == best]
+        results = [result for _, _, result in members]
+        chosen = dict(sorted(Counter(rate for _, rate, _ in members).items()))
+        out[key] = LrChoice(validation, chosen, estimate([r.pass_at_1 for r in results], results[0].pass_at_1_interval))
     return out
 
 

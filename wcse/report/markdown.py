@@ -272,9 +272,10 @@ def _md_frontier(points: dict[FrontierKey, list[FrontierPoint]], figure: Path) -
 
 
 LR_NOTE = (
-    "Each arm trained at every learning rate of the sweep; its rate is chosen by the validation pass@1 "
-    "of its selected checkpoint (mean over seeds), and its test pass@1 is read at that rate only, so "
-    "each arm is compared at the rate that suits it."
+    "Each arm trained at every learning rate; its rate is chosen by the validation pass@1 of its best "
+    "checkpoint, and its test pass@1 is read at that rate only, so each arm is compared at the rate "
+    "that suits it. With `trainer.lr_grid` each run chooses (its rate and checkpoint together); across "
+    "a sweep over `trainer.learning_rate` the rate of best mean validation over seeds is chosen."
 )
 
 
@@ -282,7 +283,7 @@ def _md_lr(choices: dict[LrKey, LrChoice]) -> list[str]:
     rows = [
         [*k[:4], k.variant or "-", k.arm.upper()]
         + ["; ".join(f"{r:g}: {100 * c.validation[r].mean:.1f}%" for r in sorted(c.validation))]
-        + [f"{c.chosen:g}", fmt_pct(c.chosen_test)]
+        + ["; ".join(f"{r:g} ({n} of {sum(c.chosen.values())} runs)" for r, n in c.chosen.items()), fmt_pct(c.test)]
         for k, c in sorted(choices.items())
     ]
     return [

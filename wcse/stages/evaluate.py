@@ -89,29 +89,40 @@ class Scores:
             result["transfer"] = {"name": name, **transfer}
         return result
 
-    def selected(self, run: Trained) -> dict[str, Any]:
-        """The best checkpoint on validation (the final weights without checkpoints or a validation split)."""
-        metrics = run.metrics()
-        final = {"step": metrics["steps"], "path": str(run.path / "model")}
-        checkpoints = metrics.get("checkpoints") or []
-        if not checkpoints or not self.evaluators["dataset"].dataset.splits["validation"]:
-            return {"best": final, "checkpoints": [], "reason": "no checkpoints" if not checkpoints else "no validation split"}
+    def selected(self, runs: tuple[Trained, ...]) -> tuple[Trained, dict[str, Any]]:
+        """The finetune and checkpoint best on validation, over every learning rate of the grid
+        (ties: the later step, then the earlier rate of the grid). One rate without checkpoints
+        or a validation split: its final weights, unscored."""
+        first = runs[0]
+        has_validation = bool(self.evaluators["dataset"].dataset.splits["validation"])
+        if len(runs) > 1 and not has_validation:
+            raise ValueError(f"trainer.lr_grid: a rate is chosen on validation, and {self.ctx.cfg.dataset.name} has no validation split")
+        if len(runs) == 1 and not (first.metrics().get("checkpoints") and has_validation):
+            reason = "no checkpoints" if not first.metrics().get("checkpoints") else "no validation split"
+            final = {"step": first.metrics()["steps"], "path": str(first.path / "model"), "learning_rate": first.learning_rate}
+            return first, {"best": final, "checkpoints": [], "reason": reason}
         target = self.ctx.cfg.setup.target
         scored = []
-        for c in checkpoints:
-            folder = run.path / c["path"]
-            result = self.evaluation(
-                f"{target} on {run.arm} data, step {c['step']} (validation)",
-                str(folder),
-                f"trained@{run.path.name}/step-{c['step']}",
-                split="validation",
-                attn_implementation=run.payload["attn_implementation"],
-            )
-            scored.append({"step": c["step"], "path": str(folder), "validation_pass@1": result["pass@1"]})
+        for run in runs:
+            metrics = run.metrics()
+            candidates = metrics.get("checkpoints") or [{"step": metrics["steps"], "path": "model"}]
+            for c in candidates:
+                folder = run.path / c["path"]
+                result = self.evaluation(
+                    f"{target} on {run.arm} data, lr {run.learning_rate:g}, step {c['step']} (validation)",
+                    str(folder),
+                    f"trained@{run.path.name}/step-{c['step']}",
+                    split="validation",
+                    attn_implementation=run.payload["attn_implementation"],
+                )
+                scored.append(
+                    {"step": c["step"], "path": str(folder), "validation_pass@1": result["pass@1"], "learning_rate": run.learning_rate}
+                )
         best = max(scored, key=lambda c: (c["validation_pass@1"], c["step"]))
-        log.info("%s on %s data: best checkpoint step %d (validation pass@1 %.3f) of %d",
-                 target, run.arm, best["step"], best["validation_pass@1"], len(scored))
-        return {"best": best, "checkpoints": scored}
+        chosen = next(run for run in runs if run.learning_rate == best["learning_rate"])
+        log.info("%s on %s data: best checkpoint lr %g step %d (validation pass@1 %.3f) of %d",
+                 target, first.arm, best["learning_rate"], best["step"], best["validation_pass@1"], len(scored))
+        return chosen, {"best": best, "checkpoints": scored}
 
 
 def wc_minus_se(by_arm: dict[str, float]) -> float | None:
@@ -134,8 +145,8 @@ def build(ctx: RunContext, inputs: Inputs, _: None) -> dict[str, Any]:
         if shots:
             zero_shot[role] = scores.evaluation(f"{role} (base, zero-shot)", *where[:2], attn_implementation=where[2])
     arms = {}
-    for arm, run in inputs["train"].items():
-        selection = scores.selected(run)
+    for arm, runs in inputs["train"].items():
+        run, selection = scores.selected(runs)
         best = selection["best"]
         result = scores.scored(
             f"{target} on {arm} data", best["path"], f"trained@{run.path.name}/step-{best['step']}", run.payload["attn_implementation"]

@@ -1,4 +1,6 @@
-"""Stage ``train``: the setup's target finetuned on each data arm (wc, se, mix, wc_one, se_one).
+"""Stage ``train``: the setup's target finetuned on each data arm (wc, se, mix, wc_one, se_one),
+at each learning rate of ``trainer.lr_grid`` (one rate without it; the evaluate stage picks the
+rate on validation).
 
 An arm's SFT rows are built from the filtered sets it reads (:mod:`wcse.train.arms`, cheap, so
 any run may build them); the finetune itself runs in worker processes (:mod:`wcse.train.launch`)
@@ -15,7 +17,7 @@ from typing import Any
 
 from wcse.artifacts import digest
 from wcse.roles import Models
-from wcse.settings import plan_budget, train_settings
+from wcse.settings import learning_rates, plan_budget, train_settings
 from wcse.stages.base import Inputs, RunContext, Stage
 from wcse.stages.verify import Filtered
 from wcse.train import arms
@@ -37,6 +39,10 @@ class Trained:
     path: Path
     model_path: str  # the target it started from
     payload: dict[str, Any]
+
+    @property
+    def learning_rate(self) -> float:
+        return self.payload["trainer"]["learning_rate"]
 
     def metrics(self) -> dict[str, Any]:
         return json.loads((self.path / "metrics.json").read_text())
@@ -60,17 +66,21 @@ def split(ctx: RunContext) -> dict[str, int]:
     return arms.budget_split(ctx.cfg.setup.mix_budget_wc_share, b.wc_samples, b.se_samples)
 
 
-def trained(ctx: RunContext, models: Models, arm: str, filtered: dict[str, Filtered]) -> Trained:
-    """Where ``arm``'s finetune of the setup's target is (or will be), from its inputs' keys."""
+def trained(ctx: RunContext, models: Models, arm: str, filtered: dict[str, Filtered]) -> tuple[Trained, ...]:
+    """Where ``arm``'s finetunes of the setup's target are (or will be), one per learning rate,
+    from their inputs' keys."""
     target = ctx.cfg.setup.target
     data = ctx.cache.path("arm", arm_payload(ctx, arm, filtered))
-    payload = {
-        "target": models.id(target, target=True),
-        "attn_implementation": models.spec(target).attn_implementation,
-        "data": data.name,
-        "trainer": train_settings(ctx.cfg),
-    }
-    return Trained(arm, data, ctx.cache.path("train", payload), models.path(target, target=True), payload)
+    runs = []
+    for rate in learning_rates(ctx.cfg):
+        payload = {
+            "target": models.id(target, target=True),
+            "attn_implementation": models.spec(target).attn_implementation,
+            "data": data.name,
+            "trainer": train_settings(ctx.cfg, rate),
+        }
+        runs.append(Trained(arm, data, ctx.cache.path("train", payload), models.path(target, target=True), payload))
+    return tuple(runs)
 
 
 def ensure(ctx: RunContext, run: Trained, filtered: dict[str, Filtered]) -> Trained:
@@ -99,27 +109,35 @@ def ensure(ctx: RunContext, run: Trained, filtered: dict[str, Filtered]) -> Trai
         )
         run_training(spec, log_path=out / "train.log")
 
-    label = f"{setup.target} on {run.arm} data"
+    label = f"{setup.target} on {run.arm} data (lr {run.learning_rate:g})"
     ctx.cache.get_or_build("train", run.payload, build_model, label=label, resumable=True)
     return run
 
 
-def plan(ctx: RunContext, inputs: Inputs) -> dict[str, Trained]:
+def plan(ctx: RunContext, inputs: Inputs) -> dict[str, tuple[Trained, ...]]:
     return {arm: trained(ctx, inputs["pretrain"], arm, inputs["verify"]) for arm in ctx.cfg.setup.arms}
 
 
-def missing(ctx: RunContext, out: dict[str, Trained]) -> list[str]:
-    return [f"the {arm} finetune at {t.path}" for arm, t in out.items() if not ctx.cache.valid(t.path)]
+def missing(ctx: RunContext, out: dict[str, tuple[Trained, ...]]) -> list[str]:
+    return [
+        f"the {arm} finetune{f' (lr {t.learning_rate:g})' if len(runs) > 1 else ''} at {t.path}"
+        for arm, runs in out.items() for t in runs if not ctx.cache.valid(t.path)
+    ]
 
 
-def build(ctx: RunContext, inputs: Inputs, out: dict[str, Trained]) -> dict[str, Any]:
+def result(run: Trained) -> dict[str, Any]:
+    """One finetune's row of the summary's train section."""
+    metrics = run.metrics()
+    row = {k: metrics[k] for k in METRICS if k in metrics}
+    return row | {"learning_rate": run.learning_rate, "data": run.composition(), "dir": str(run.path)}  # dir: metrics.json, checkpoints/, model/
+
+
+def build(ctx: RunContext, inputs: Inputs, out: dict[str, tuple[Trained, ...]]) -> dict[str, Any]:
+    """Each arm's finetune; with a learning-rate grid, the first rate's at the top and every rate's under ``grid``."""
     section = {}
-    for arm, run in out.items():
-        ensure(ctx, run, inputs["verify"])
-        metrics = run.metrics()
-        section[arm] = {k: metrics[k] for k in METRICS if k in metrics}
-        section[arm]["data"] = run.composition()
-        section[arm]["dir"] = str(run.path)  # metrics.json (loss_history), checkpoints/, model/
+    for arm, runs in out.items():
+        rows = [result(ensure(ctx, run, inputs["verify"])) for run in runs]
+        section[arm] = rows[0] | ({"grid": rows} if len(rows) > 1 else {})
     return {"train": section}
 
 

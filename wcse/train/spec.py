@@ -36,6 +36,9 @@ class TrainerConfig:
     gradient_accumulation_steps: int | None = bounded(1, ge=1)  # None: global_batch_size / (per_device_batch_size x nprocs)
     global_batch_size: int | None = bounded(None, ge=1)  # with gradient_accumulation_steps=None; None: the schedule's
     learning_rate: float | None = bounded(1e-4, gt=0)  # None: the schedule's
+    # several rates: each arm is finetuned at every one (replacing learning_rate) and the
+    # evaluate stage picks the (rate, checkpoint) best on validation (wcse.settings.learning_rates)
+    lr_grid: list[float] | None = None
     lr_scheduler: str = "cosine"
     warmup_ratio: float = bounded(0.05, ge=0, le=1)
     weight_decay: float = bounded(0.0, ge=0)
