@@ -18,6 +18,7 @@ from wcse.verify.code import (
     MAX_UNFENCED_CHARS,
     check,
     extract_code,
+    problem_format,
     programs_for,
 )
 from wcse.verify.sandbox import Limits
@@ -203,6 +204,21 @@ def test_check_errors_without_tests_and_rejects_unknown_formats() -> None:
     with pytest.raises(ValueError, match="unknown code format"):
         check("apps", "x = 1", _mbpp())
     assert FORMATS == ("mbpp", "humaneval")
+
+
+def test_each_problem_is_judged_by_its_own_tests_whatever_the_code_format() -> None:
+    """dataset=mbpp trains on MBPP and tests on HumanEval, and the evaluator grades every split in
+    the dataset's format, "mbpp": a HumanEval problem is still run against its check() (it used to
+    be all "error", for want of MBPP asserts, so HumanEval pass@1 was 0 whatever the model)."""
+    whole = "[BEGIN]\ndef evens(xs):\n    return [x for x in xs if x % 2 == 0]\n"
+    assert problem_format("mbpp", HUMANEVAL) == "humaneval" and problem_format("humaneval", _mbpp()) == "mbpp"
+    assert check("mbpp", whole, HUMANEVAL, QUICK)[::2] == (True, "ok")
+    assert check("mbpp", whole.replace("== 0", "== 1"), HUMANEVAL, QUICK)[::2] == (False, "ok")
+    assert check("humaneval", "def add(a, b):\n    return a + b", _mbpp(), QUICK)[::2] == (True, "ok")
+    bare = Problem(id="x", question="", answer="", meta={})
+    assert problem_format("humaneval", bare) == "humaneval" and check("mbpp", "x = 1", bare, QUICK)[2] == "error"
+    with pytest.raises(ValueError, match="unknown code format"):
+        problem_format("apps", HUMANEVAL)
 
 
 def test_long_code_is_recorded_cut_but_run_whole() -> None:

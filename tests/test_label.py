@@ -139,8 +139,10 @@ def test_the_exported_file_round_trips_through_labelling_and_import(tmp_path: Pa
     for r in rows:  # an annotator who agrees with the exact checker, and skips the unchecked one
         r["human_steps_correct"] = "" if r["judge_steps_correct"] is None else ("yes" if r["judge_steps_correct"] else "no")
     (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert main(["import", str(tmp_path / "labels.jsonl"), "--out", str(run / "labels.json")]) == 0
+    assert main(["import", str(tmp_path / "labels.jsonl"), "--run", str(run)]) == 0
     roles = json.loads((run / "labels.json").read_text())["roles"]
+    attached = RunSummary.read(run / "summary.json").labels  # the run's summary carries the same report
+    assert attached.file == str(tmp_path / "labels.jsonl") and attached.model_dump(mode="json", by_alias=True)["roles"] == roles
     assert list(roles) == ["wc", "se"]
     for role, r in roles.items():
         judged = [x for x in rows if x["role"] == role and x["judge_steps_correct"] is not None]
@@ -171,6 +173,21 @@ def test_the_hand_labelled_file_gives_the_hand_computed_fpr_and_agreement(
     assert wc["judges"] == ["steps"]
     out = capsys.readouterr().out
     assert "0.40 [0.12, 0.77]" in out and "0.17" in out
+
+
+def test_the_sweep_report_shows_each_labelled_runs_fpr_and_agreement(tmp_path: Path) -> None:
+    from tests.test_report_sweep import summary, write_job
+    from wcse.report.__main__ import build_report
+    from wcse.summary import LabelsSection
+
+    labels = LabelsSection(file="labels_small.csv", roles=report(read_labels(DATA / "labels_small.csv")))
+    run = summary("self_improve", "low", str(tmp_path / "0")).model_copy(update={"labels": labels})
+    write_job(tmp_path, "0-setup=self_improve", ["setup=self_improve"], run)
+    write_job(tmp_path, "1-setup=self_improve,seed=1", ["setup=self_improve", "seed=1"], summary("self_improve", "low", str(tmp_path / "1"), seed=1))
+    md = build_report(tmp_path).read_text()
+    section = md[md.index("## Human-labelled false-positive rate"):]
+    assert "| 0-setup=self_improve | WC | 5 | 40.0% [11.8, 76.9] | steps | 40.0% [11.8, 76.9] | 5 | 0.60 | 0.17 |" in section
+    assert "1-setup=self_improve" not in section.split("\n## ")[0]  # an unlabelled run has no row
 
 
 def test_fpr_intervals_are_wilson_95() -> None:

@@ -48,6 +48,7 @@ RENDERED = {
     "mbpp-v3": "a27582957627fffa",
     "humaneval-v2": "1408aad21b250a25",
     "toy-v2": "71be474d601d91c5",
+    "instruction-v1": "b8c35408c6d089df",
 }
 FOREIGN = Problem(id="not-an-exemplar", question="What is {x} + 1?", answer="2")
 
@@ -66,7 +67,7 @@ def shot_blocks(prompt_id: str, shots: list[Problem]) -> list[str]:
 
 
 def test_every_prompt_file_loads_and_validates() -> None:
-    assert prompts.known() == ["gsm8k_8shot", "humaneval", "math_4shot", "mbpp_3shot", "toy"]
+    assert prompts.known() == ["gsm8k_8shot", "humaneval", "instruction", "math_4shot", "mbpp_3shot", "toy"]
     for prompt_id in prompts.known():
         p = prompts.template(prompt_id)
         raw = yaml.safe_load((prompts.PROMPTS_DIR / f"{prompt_id}.yaml").read_text(encoding="utf-8"))

@@ -218,4 +218,4 @@ def test_functional_math_uses_math_rows_with_its_own_ids(tmp_path: Path) -> None
         level=1,
         subject="Algebra",
     )
-    assert set(FORMATS) == {"gsm8k", "math", "mbpp", "humaneval", "functional_math"}
+    assert set(FORMATS) == {"gsm8k", "math", "mbpp", "humaneval", "functional_math", "oasst1", "ifeval"}

@@ -237,6 +237,17 @@ class ToyConfig:
 
 
 @dataclass
+class DecontaminateConfig:
+    """Word n-gram overlap of train problems, few-shot exemplars and kept samples with every
+    evaluation split of the run (wcse.data.decontaminate)."""
+
+    enabled: bool = True
+    ngram: int = bounded(13, ge=1)  # GPT-3's decontamination n (open-r1 uses 8)
+    min_coverage: float = bounded(0.0, ge=0, le=1)  # flag an item when this share of its words is in shared n-grams (0: any one)
+    drop: bool = True  # drop what overlaps (false: count and report it, train on it anyway)
+
+
+@dataclass
 class Config:
     model_pair: ModelPairConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -250,6 +261,7 @@ class Config:
     logger: LoggerConfig = MISSING
     paths: PathsConfig = MISSING
     toy: ToyConfig = field(default_factory=ToyConfig)
+    decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
     stages: list[str] = field(default_factory=lambda: list(DEFAULT))  # wcse.stages: the graph
     seed: int = bounded(0, ge=0)
     rounds: int = bounded(1, ge=1)  # > 1: iterated sample -> filter -> finetune rounds (wcse.rounds)

@@ -1,5 +1,7 @@
 """pass@1 and maj@k of a model on a split: the paper's zero-shot evaluation of finetuned models,
 and the few-shot evaluation of base models (which zero-shot rarely answer in the graded format).
+On IFEval, pass@1 is its prompt-level strict accuracy, and the other three of its accuracies
+are reported beside it (``ifeval``).
 
 Greedy decoding gives one sample per problem and pass@1 is its accuracy. Sampled evaluation
 draws ``n`` samples per problem (the paper: temperature 0.7): pass@1 is then their mean
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from transformers import AutoTokenizer
 
 from wcse.data import prompts
 from wcse.records import Problem, Sample, Verdict, write_jsonl
@@ -23,6 +26,8 @@ from wcse.sampling.backends import open_sampler
 from wcse.sampling.store import SampleRequest
 from wcse.stats import wilson_interval
 from wcse.summary import Rate
+from wcse.train.sft import chat_prompt
+from wcse.verify import ifeval
 from wcse.verify.verifier import verify_samples, verify_settings
 
 
@@ -35,9 +40,11 @@ def eval_requests(
     seed: int,
     n: int = 1,
     few_shot: bool = False,
+    chat_tokenizer: Any = None,
 ) -> list[SampleRequest]:
     """``n`` requests per problem (sample indices 0..n-1): zero-shot, or with the prompt file's
-    exemplars (how a base model's own ability is measured, as it is sampled)."""
+    exemplars (how a base model's own ability is measured, as it is sampled); with
+    ``chat_tokenizer``, the zero-shot prompt as a user turn of its chat template (a chat-format finetune)."""
     render = prompts.few_shot if few_shot else prompts.zero_shot
     return [
         SampleRequest.create(
@@ -45,7 +52,7 @@ def eval_requests(
             dataset=dataset_id,
             problem_id=p.id,
             index=j,
-            prompt=render(prompt_id, p),
+            prompt=render(prompt_id, p) if chat_tokenizer is None else chat_prompt(chat_tokenizer, render(prompt_id, p)),
             params=params,
             base_seed=seed,
         )
@@ -128,6 +135,12 @@ class Evaluator:
         backend = "hf" if cfg.sampler.backend == "openai" else cfg.sampler.backend
         self.sampler_cfg = OmegaConf.merge(cfg.sampler, {"backend": backend})
 
+    def split_format(self, split: str) -> str:
+        """The format a split's problems are read and checked in: its own (MBPP's test split is
+        HumanEval, OASST1's is IFEval) or the dataset's."""
+        source = self.dataset.cfg.get(split)
+        return (source.get("format") if source is not None else None) or self.dataset.cfg.format
+
     def problems(self, split: str) -> list[Problem]:
         problems = self.dataset.splits[split]
         limit = self.cfg.evaluator.limit
@@ -141,21 +154,26 @@ class Evaluator:
         split: str,
         attn_implementation: str | None = None,
         few_shot: bool = False,
+        chat: bool = False,
     ) -> dict[str, Any]:
-        """Generate, verify and score; the raw outputs stay in ``out_dir`` for inspection."""
+        """Generate, verify and score; the raw outputs stay in ``out_dir`` for inspection. ``chat``:
+        prompts in the model's chat template (how a ``trainer.format=chat`` finetune was trained)."""
         e = self.cfg.evaluator
         problems = self.problems(split)
+        tokenizer = AutoTokenizer.from_pretrained(model_path) if chat else None
         requests = eval_requests(
-            model_id, self.dataset.id, self.dataset.cfg.prompt, problems, self.params, self.cfg.seed, e.samples, few_shot
+            model_id, self.dataset.id, self.dataset.cfg.prompt, problems, self.params, self.cfg.seed, e.samples, few_shot, tokenizer
         )
         with open_sampler(self.sampler_cfg, model_path, batch_size=e.batch_size, attn_implementation=attn_implementation) as sampler:
             samples: list[Sample] = sampler.generate(requests)
         by_id = {p.id: p for p in problems}
-        verdicts = verify_samples(
-            self.dataset.cfg.format, by_id, samples, "lenient", desc="evaluate", **verify_settings(self.cfg)
-        )
+        verdicts = verify_samples(self.split_format(split), by_id, samples, "lenient", desc="evaluate", **verify_settings(self.cfg))
         if self.judge is not None and self.judge.judges_steps:
             verdicts = self.judge.steps(samples, verdicts, by_id, self.dataset.id)
         write_jsonl(out_dir / "samples.jsonl", samples)
         write_jsonl(out_dir / "verdicts.jsonl", verdicts)
-        return score(problems, verdicts, e.maj_ks)
+        result = score(problems, verdicts, e.maj_ks)
+        if any("instruction_id_list" in p.meta for p in problems):  # IFEval: its four accuracies beside pass@1
+            records, result["ifeval"] = ifeval.score((by_id[s.problem_id], s.response) for s in samples)
+            write_jsonl(out_dir / "ifeval.jsonl", records)
+        return result

@@ -5,7 +5,7 @@ per model, with an LLM judge compared against it. This module draws that check f
 scores it::
 
     python -m wcse.label export RUN_DIR --per-model 50 --seed 0 --out labels.csv   # or .jsonl
-    python -m wcse.label import labels.csv --out RUN_DIR/labels.json
+    python -m wcse.label import labels.csv --run RUN_DIR     # RUN_DIR/labels.json + the summary's labels section
 
 ``export`` finds the run's artifacts through ``RUN_DIR/summary.json``: the dataset and verify
 artifacts from the events in its ``artifacts`` list, each role's sample store from its
@@ -31,7 +31,7 @@ from typing import Any
 from wcse.artifacts import digest
 from wcse.records import Problem, Verdict, json_lines, read_jsonl, write_jsonl
 from wcse.sampling.store import SampleStore
-from wcse.summary import Rate, RunSummary
+from wcse.summary import LabelsSection, Rate, RunSummary
 
 WORDS = {"true": True, "yes": True, "1": True, "correct": True, "false": False, "no": False, "0": False, "wrong": False}
 REQUIRED = ("role", "key", "human_steps_correct")  # judge_steps_correct may be absent: no judge to compare
@@ -279,6 +279,13 @@ def report(labels: Sequence[Label]) -> dict[str, dict[str, Any]]:
     return {role: role_report([x for x in labels if x.role == role]) for role in roles}
 
 
+def attach(summary_path: Path, labels: LabelsSection) -> None:
+    """Put the labels report into a run's summary (replacing an earlier import's), so the console
+    table and the sweep report read it with the rest of the run."""
+    summary = RunSummary.read(summary_path)
+    summary.model_copy(update={"labels": labels}).write(summary_path)
+
+
 def table(by_role: dict[str, dict[str, Any]]) -> str:
     def rate(r: dict[str, Any]) -> str:
         return "-" if r["value"] is None else f"{r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
@@ -308,7 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ex.add_argument("--force", action="store_true", help="overwrite --out (and any labels in it)")
     im = commands.add_parser("import", help="score labelled solutions")
     im.add_argument("labels", type=Path)
-    im.add_argument("--out", type=Path, required=True, help="the JSON report, e.g. RUN_DIR/labels.json")
+    where = im.add_mutually_exclusive_group(required=True)
+    where.add_argument("--run", type=Path, help="the labelled run: writes RUN/labels.json and the labels section of RUN/summary.json")
+    where.add_argument("--out", type=Path, help="the JSON report alone, anywhere")
     args = parser.parse_args(argv)
     try:
         if args.command == "export":
@@ -322,10 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.out}: {', '.join(f'{n} {role}' for role, n in counts.items()) or 'no'} solutions to label")
         else:
             by_role = report(read_labels(args.labels))
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"labels": str(args.labels), "roles": by_role}, indent=2) + "\n")
+            out = args.out or args.run / "labels.json"
+            if args.run is not None:
+                attach(args.run / "summary.json", LabelsSection(file=str(args.labels), roles=by_role))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"labels": str(args.labels), "roles": by_role}, indent=2) + "\n")
             print(table(by_role))
-            print(f"report -> {args.out}")
+            print(f"report -> {out}" + (f"; labels section -> {args.run / 'summary.json'}" if args.run is not None else ""))
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ import os
 import socket
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -121,7 +121,7 @@ class HeldLock:
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "command": " ".join(sys.argv)[:300],
-                "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "since": datetime.now(UTC).isoformat(timespec="seconds"),
                 "inode": list(self._inode),
             }
             tmp = self.holder_path.with_name(f"{self.holder_path.name}.{os.getpid()}.tmp")

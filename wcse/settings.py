@@ -24,6 +24,8 @@ from wcse.sampling.backends import BACKENDS, request_params
 from wcse.stages import ORDER
 from wcse.train.arms import ARMS
 
+NO_REFERENCE = ("oasst1",)  # dataset formats whose train problems carry no answer to check a sample against
+
 VERIFY_METHODS = ("answer", "process", "judge", "none")
 
 
@@ -84,6 +86,11 @@ def _cross_checks(cfg: Any) -> None:
         raise ConfigError(f"verifier.mode={v.mode!r}: must be strict or lenient")
     if v.method == "judge" and v.judge is None:
         raise ConfigError("verifier.method=judge: label-free verification needs verifier.judge (e.g. verifier=judge)")
+    if cfg.dataset.format in NO_REFERENCE and v.method not in ("none", "judge"):
+        raise ConfigError(
+            f"dataset={cfg.dataset.name} (format {cfg.dataset.format}) has no reference answers, so verifier.method={v.method}"
+            " would keep nothing: use a label-free filter (verifier=none or verifier=judge)"
+        )
     if v.judge is not None:
         from wcse.verify import judge  # its prompt files, not a model: cheap
 

@@ -46,11 +46,31 @@ class SplitInfo(Record):
     source: str  # where the split came from, in words (file, hub id, exclusions, seeded subset)
 
 
+class Overlap(Record):
+    checked: int
+    flagged: int  # share a word n-gram with a validation or test problem (or equal a short one)
+    flagged_transfer: int | None = None  # with the transfer set's test problems: counted, never dropped
+
+
+class Decontamination(Record):
+    """What of the train split and the prompt's exemplars overlaps an evaluation split."""
+
+    ngram: int
+    min_coverage: float = 0.0
+    evaluation_items: dict[str, int]  # "dataset": its validation and test problems; "transfer": the transfer set's test
+    train: Overlap
+    exemplars: Overlap
+    drop: bool
+    dropped: int  # train problems dropped, those overlapping the dataset's own splits (the splits' n is after dropping)
+    dir: str  # <cache>/dataset/<key>/: report.json, train.jsonl, exemplars.jsonl (each flagged item and its match)
+
+
 class DatasetSection(Record):
     name: str
     id: str  # name@content key: what cache keys and sample records call it
     splits: dict[str, SplitInfo]
     transfer: DatasetSection | None = None  # an evaluation-only transfer set (its test split)
+    decontamination: Decontamination | None = None  # None: decontaminate.enabled=false
 
 
 class Budget(Record):
@@ -93,6 +113,8 @@ class FilterCounts(Record):
     kept_truncated: bool
     kept_for_training: int
     kept_false_positives: Rate | None = None  # right answer, wrong reasoning, among the kept samples whose reasoning was checked
+    decontaminated: int | None = None  # kept samples overlapping validation/test (dropped unless decontaminate.drop=false)
+    decontaminated_transfer: int | None = None  # kept samples overlapping the transfer set's test: counted, not dropped
     status: dict[str, int]
     judge: JudgeAgreement | None = None  # label-free filtering: how the judge compared with the truth
 
@@ -164,6 +186,7 @@ class EvalResult(Record):
     per_subject: dict[str, Rate]
     fpr: Rate
     status: dict[str, int]
+    ifeval: dict[str, float | int | None] | None = None  # IFEval's prompt/instruction-level strict/loose accuracies (pass@1: prompt strict)
     dir: str  # its artifact: samples.jsonl, verdicts.jsonl, result.json
 
 
@@ -234,6 +257,31 @@ class ArtifactEvent(Record):
     seconds: float | None = None
 
 
+class LabelAgreement(Record):
+    n: int  # items both the human and the judge labelled
+    accuracy: float | None
+    kappa: float | None  # Cohen's; None when chance agreement is 1
+    human_wrong_judge_right: int
+    human_right_judge_wrong: int
+
+
+class LabelReport(Record):
+    """One sampler role's human-labelled FPR check (wcse.label)."""
+
+    rows: int
+    labelled: int
+    unlabelled: int
+    judges: list[str]  # what gave the judge verdicts: "exact" (the step checker), a judge model
+    human_fpr: Rate  # wrong reasoning among the labelled correct solutions, with its Wilson interval
+    judge_fpr: Rate  # the judge's, on the items both labelled
+    agreement: LabelAgreement
+
+
+class LabelsSection(Record):
+    file: str  # the labelled CSV/JSONL it was read from
+    roles: dict[str, LabelReport]
+
+
 class RunSummary(Record):
     version: int = VERSION
     run: RunInfo | None = None
@@ -245,6 +293,7 @@ class RunSummary(Record):
     train: dict[str, TrainResult] | None = None  # by arm
     models: dict[str, ModelInfo] | None = None  # by role
     finetune: FinetuneSection | None = None
+    labels: LabelsSection | None = None  # added by `python -m wcse.label import --run RUN_DIR` after the run
     timing_seconds: dict[str, float] = {}
     artifacts: list[ArtifactEvent] = []
 

@@ -11,12 +11,14 @@ rows, never empty. Within a split, two rows with the same problem id are an erro
 (the shipped files have none: ids key samples, verdicts and metrics, so a duplicate would
 silently merge two problems). A gold answer must be text (or a JSON number); a list or an
 object is an error rather than its Python ``str()``.
+
+A converter returns None for a row that is well formed but is no problem: an OASST1 file holds
+whole conversation trees, and only their first-turn prompts are problems.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import logging
 import random
@@ -134,12 +136,74 @@ def _humaneval(row: dict[str, Any], split: str, index: int) -> Problem:
     )
 
 
-FORMATS: dict[str, Callable[[dict[str, Any], str, int], Problem]] = {
+def _oasst1(row: dict[str, Any], split: str, index: int) -> Problem | None:
+    """OASST1 messages (the hub's message records): a problem per first-turn prompt, the
+    prompter message at the root of a conversation tree that is neither deleted nor rejected in
+    review. Replies and removed prompts are skipped, not errors. No reference answer: the arm
+    is label-free (``answer`` is empty)."""
+    parent = row.get("parent_id")
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise RowError(f"key 'parent_id' is {type(parent).__name__}, not text or null")
+        return None  # a reply
+    role = _text(row, "role")
+    if role != "prompter":
+        raise RowError(f"key 'role' is {role!r} in a first message (parent_id null), not 'prompter'")
+    deleted, review = row.get("deleted", False), row.get("review_result")
+    if not isinstance(deleted, bool):
+        raise RowError(f"key 'deleted' is {type(deleted).__name__}, not true or false")
+    if review is not None and not isinstance(review, bool):
+        raise RowError(f"key 'review_result' is {type(review).__name__}, not true, false or null")
+    if deleted or review is False:
+        return None
+    text = _text(row, "text")
+    if not text.strip():
+        raise RowError("key 'text' is empty")
+    lang = row.get("lang")
+    return Problem(
+        id=f"oasst1-{_text(row, 'message_id')}",
+        question=text,
+        answer="",
+        meta={"lang": lang} if isinstance(lang, str) else {},
+    )
+
+
+def _ifeval(row: dict[str, Any], split: str, index: int) -> Problem:
+    """IFEval: a prompt with verifiable instructions (``wcse.verify.ifeval`` checks them); no
+    reference answer. ``kwargs`` is cleaned as IFEval's own input file is: the hub's copy writes
+    every checker argument into every entry, null where unused, and only the others are kept."""
+    key = _field(row, "key")
+    if isinstance(key, bool) or not isinstance(key, (int, str)):
+        raise RowError(f"key 'key' is {type(key).__name__}, not a number or text")
+    ids, kwargs = _field(row, "instruction_id_list"), _field(row, "kwargs")
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        raise RowError("key 'instruction_id_list' is not a list of instruction ids (text)")
+    if not ids:
+        raise RowError("key 'instruction_id_list' is empty")
+    if not isinstance(kwargs, list) or not all(isinstance(k, dict) for k in kwargs):
+        raise RowError("key 'kwargs' is not a list of objects (one per instruction)")
+    if len(kwargs) != len(ids):
+        raise RowError(f"key 'kwargs' has {len(kwargs)} entries but 'instruction_id_list' has {len(ids)}")
+    return Problem(
+        id=f"ifeval-{key}",
+        question=_text(row, "prompt"),
+        answer="",
+        meta={
+            "instruction_id_list": list(ids),
+            "kwargs": [{k: v for k, v in entry.items() if v is not None} for entry in kwargs],
+        },
+    )
+
+
+# A converter returns None for a row that is no problem (see the module docstring).
+FORMATS: dict[str, Callable[[dict[str, Any], str, int], Problem | None]] = {
     "gsm8k": _gsm8k,
     "math": _math,
     "mbpp": _mbpp,
     "humaneval": _humaneval,
     "functional_math": functools.partial(_math, prefix="functional_math"),
+    "oasst1": _oasst1,
+    "ifeval": _ifeval,
 }
 
 
@@ -243,15 +307,20 @@ def load_split(
 
     A row that does not fit ``fmt``, or repeats an earlier row's id, raises DataError naming the
     source, the 1-based row number (and its line in a local file where that differs: blank
-    lines, a JSON list) and what is wrong. A missing file raises MissingInput.
+    lines, a JSON list) and what is wrong. A missing file raises MissingInput. Rows the format
+    skips (an OASST1 reply) are not problems and do not count towards ``limit``; reading stops
+    once ``limit`` problems are in.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown dataset format {fmt!r}; known formats: {sorted(FORMATS)}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit={limit}: must be >= 0 (or None: all problems)")
     source, rows = _rows(fmt, split, path, hub, hub_name, hub_split)
     convert = FORMATS[fmt]
     problems: list[Problem] = []
     first: dict[str, str] = {}  # id -> where it was first seen
-    for number, line, row in itertools.islice(rows, limit):
+    skipped = 0
+    for number, line, row in rows if limit != 0 else ():
         at = _at(source, number, line)
         try:
             if not isinstance(row, dict):
@@ -259,10 +328,17 @@ def load_split(
             problem = convert(row, split, number - 1)
         except RowError as err:
             raise DataError(f"{at}: {err} (format {fmt!r})") from None
+        if problem is None:
+            skipped += 1
+            continue
         if problem.id in first:
             raise DataError(f"{at}: duplicate problem id {problem.id!r}, already at {first[problem.id]} (format {fmt!r})")
         first[problem.id] = at.removeprefix(f"{source}: ")
         problems.append(problem)
+        if len(problems) == limit:  # no row past the last one wanted is read
+            break
+    if skipped and not problems:
+        raise DataError(f"{source}: none of its {skipped} rows is a problem of format {fmt!r} (all were skipped)")
     return problems
 
 

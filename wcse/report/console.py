@@ -12,6 +12,29 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def decontamination_line(summary: RunSummary) -> str | None:
+    """What overlapped an evaluation split: train problems, exemplars, kept samples (None: not checked)."""
+    d = summary.dataset.decontamination if summary.dataset is not None else None
+    if d is None:
+        return None
+    rule = f"{d.ngram}-gram" + (f", coverage >= {d.min_coverage:g}" if d.min_coverage else "")
+    kept = summary.filter.models if summary.filter is not None else {}
+    samples = ", ".join(f"{role.upper()} {c.decontaminated}" for role, c in kept.items() if c.decontaminated is not None)
+    line = (
+        f"decontamination ({rule}, against {d.evaluation_items['dataset']} validation and test problems):"
+        f" {d.train.flagged} of {d.train.checked} train problems {'dropped' if d.drop else 'flagged, kept'},"
+        f" {d.exemplars.flagged} of {d.exemplars.checked} exemplars" + (f", kept samples {samples}" if samples else "")
+    )
+    if "transfer" in d.evaluation_items:
+        transfer = ", ".join(f"{role.upper()} {c.decontaminated_transfer}" for role, c in kept.items() if c.decontaminated_transfer is not None)
+        line += (
+            f"; overlapping the transfer set ({d.evaluation_items['transfer']} problems, counted, not dropped):"
+            f" {d.train.flagged_transfer} train problems, {d.exemplars.flagged_transfer} exemplars"
+            + (f", kept samples {transfer}" if transfer else "")
+        )
+    return line + f" (listed in {d.dir})"
+
+
 def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     """Data quality per sampler and finetuned pass@1 per arm, whichever parts the run produced."""
     console = console or Console()
@@ -41,6 +64,8 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
             + (f"{flops:.2f}x in FLOPs" if flops else "FLOPs unknown")
             + (f", {dollars:.2f}x in dollars" if dollars else "")
         )
+    if (line := decontamination_line(summary)) is not None:
+        console.print(line)
     ft = summary.finetune
     if ft is not None:
         zero = "" if ft.base_zero_shot_pass_at_1 is None else f" few-shot, {pct(ft.base_zero_shot_pass_at_1)} zero-shot"
@@ -54,6 +79,8 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
             lo, hi = r.pass_at_1_interval
             best, n = r.checkpoint_selection.best, len(r.checkpoint_selection.checkpoints)
             chosen = f"step {best.step}" + (f", best of {n} ({pct(best.validation_pass_at_1)})" if n else " (final)")
+            if len({c.learning_rate for c in r.checkpoint_selection.checkpoints}) > 1:  # trainer.lr_grid
+                chosen += f", lr {best.learning_rate:g}"
             table.add_row(
                 arm.upper(),
                 r.paradigm or "-",

@@ -24,6 +24,7 @@ from wcse.report.tables import (
     variant_label,
 )
 from wcse.stats import Estimate
+from wcse.summary import Rate
 
 INTERVALS_NOTE = (
     "Intervals: a single run shows its own 95% Wilson interval over test problems (pass@1) or over "
@@ -259,6 +260,31 @@ def _md_filters(filters: dict[FilterKey, FilterCell]) -> list[str]:
     ]
 
 
+LABELS_NOTE = (
+    "Human labels of correct solutions (`python -m wcse.label import --run`): the human FPR (wrong "
+    "reasoning behind a right answer) with its 95% Wilson interval, the judge's FPR on the items both "
+    "labelled, and their agreement (accuracy, Cohen's kappa)."
+)
+
+
+def _md_labels(sweep: Sweep) -> list[str]:
+    def rate(r: Rate) -> str:
+        return "-" if r.value is None else f"{100 * r.value:.1f}% [{100 * r.low:.1f}, {100 * r.high:.1f}]"
+
+    rows = [
+        [run.job, role.upper(), r.labelled, rate(r.human_fpr), ", ".join(r.judges) or "-", rate(r.judge_fpr), r.agreement.n,
+         "-" if r.agreement.accuracy is None else f"{r.agreement.accuracy:.2f}", "-" if r.agreement.kappa is None else f"{r.agreement.kappa:.2f}"]
+        for run in sweep.used if run.summary.labels is not None
+        for role, r in run.summary.labels.roles.items()
+    ]
+    if not rows:
+        return []
+    return [
+        "", "## Human-labelled false-positive rate", "", LABELS_NOTE, "",
+        *_md_table("run | data | labelled | human FPR [95%] | judge | judge FPR [95%] | both labelled | accuracy | kappa", rows),
+    ]
+
+
 def _md_frontier(points: dict[FrontierKey, list[FrontierPoint]], figure: Path) -> list[str]:
     rows = [
         [key.model_pair, key.dataset, key.setup, f"{key.arm.upper()} data", p.budget, f"{p.flops:.3g}", fmt_pct(p.pass1)]
@@ -377,6 +403,7 @@ def write_markdown(
         if (figure := figures.get(f"per_level_{budget}")) is not None:
             md += _md_per_level(t, budget, figure)
     md += _md_filters(filters or {})
+    md += _md_labels(sweep)
     if frontier and "frontier" in figures:
         md += _md_frontier(frontier, figures["frontier"])
     if learning_rates:

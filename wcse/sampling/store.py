@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -255,7 +255,7 @@ class SampleStore:
                 if sample.key not in present:
                     new.setdefault(sample.key, sample)
             if new:
-                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
                 write_checked_jsonl(self.root / f"shard-{stamp}-{uuid.uuid4().hex}.jsonl", new.values())
         return len(new)
 

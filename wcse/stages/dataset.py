@@ -1,22 +1,38 @@
-"""Stage ``dataset``: the problems of every split, and of the transfer set if one is configured.
+"""Stage ``dataset``: the problems of every split, and of the transfer set if one is configured,
+with the train split decontaminated against every evaluation split.
 
 Cheap and deterministic, so it is always built (planning the later stages needs the problems):
 the artifact holds each split as JSONL under a key of the dataset's config and the bytes of the
-local files it reads, so a changed data file is a new dataset.
+local files it reads, so a changed data file is a new dataset. Decontamination
+(:mod:`wcse.data.decontaminate`) checks each train problem and few-shot exemplar against the
+dataset's validation and test splits, and against the transfer set's test split; what overlaps is
+listed in ``<cache>/dataset/<key>/``. What overlaps the dataset's own splits is dropped from the
+train split (``decontaminate.drop``); what overlaps only the transfer set, an evaluation-only set
+that may be added after training, is counted and listed, never dropped, so adding one retrains
+nothing. The dataset keeps its id: sample stores are keyed by problem, so dropping a problem
+resamples nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from wcse.artifacts import digest, file_sha256
+from wcse.data import prompts
+from wcse.data.decontaminate import Index
 from wcse.data.registry import SPLITS, load_problems, provenance
+from wcse.errors import ConfigError
 from wcse.records import Problem, read_jsonl, write_jsonl
 from wcse.stages.base import Inputs, RunContext, Stage, plain
 
+log = logging.getLogger(__name__)
+
 GROUPS = ("dataset", "transfer")  # the run's dataset, and an evaluation-only transfer set
+EVALUATION = {"dataset": ("validation", "test"), "transfer": ("test",)}  # what a run scores models on
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,15 @@ class Dataset:
 class Datasets:
     main: Dataset
     transfer: Dataset | None
+    decontamination: Path | None = None  # <cache>/dataset/<key>/ (report.json, train.jsonl, exemplars.jsonl)
+
+    def index(self, group: str, n: int, min_coverage: float) -> Index | None:
+        """The n-grams of the problems the run evaluates on in ``group`` ("dataset": validation
+        and test; "transfer": the transfer set's test), None without a transfer set."""
+        d = self.main if group == "dataset" else self.transfer
+        if d is None:
+            return None
+        return Index(((f"{d.name} {split} {p.id}", p.question) for split in EVALUATION[group] for p in d.splits[split]), n, min_coverage)
 
 
 def content_key(cfg: Any) -> str:
@@ -72,8 +97,66 @@ def load(ctx: RunContext, group: str) -> Dataset:
     return Dataset(group, cfg, key, splits, provenance(cfg))
 
 
+def decontaminate(ctx: RunContext, data: Datasets) -> Datasets:
+    """``data`` with the train problems that overlap an evaluation split dropped (or only listed,
+    ``decontaminate.drop=false``), and the exemplars of the sampling prompt checked."""
+    d = ctx.cfg.decontaminate
+    if not d.enabled:
+        return data
+    main = data.main
+    payload = {
+        "dataset": main.id,
+        "transfer": data.transfer.id if data.transfer is not None else None,
+        "prompt": main.cfg.prompt,
+        "ngram": d.ngram,
+        "min_coverage": d.min_coverage,
+        "v": 2,
+    }
+
+    def build(out: Path) -> None:
+        indexes = {group: index for group in EVALUATION if (index := data.index(group, d.ngram, d.min_coverage)) is not None}
+        checked = {"train": main.splits["train"], "exemplars": list(prompts.template(main.cfg.prompt).exemplars)}
+        report: dict[str, Any] = {"ngram": d.ngram, "min_coverage": d.min_coverage, "evaluation_items": {g: i.size for g, i in indexes.items()}}
+        for name, problems in checked.items():
+            flagged = [
+                {"id": p.id, "group": group, "against": m.against, "shared": m.text, "coverage": m.coverage}
+                for p in problems
+                for group, index in indexes.items()
+                if (m := index.match(p.question))
+            ]
+            with open(out / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(row) + "\n" for row in flagged)
+            report[name] = {"checked": len(problems)} | {
+                f"flagged{'' if group == 'dataset' else '_transfer'}": len({f["id"] for f in flagged if f["group"] == group})
+                for group in indexes
+            }
+        (out / "report.json").write_text(json.dumps(report, indent=1))
+
+    path = ctx.cache.get_or_build("dataset", {"decontaminate": payload}, build, label=f"decontaminate {main.name}")
+    report = json.loads((path / "report.json").read_text())
+    if exemplars := report["exemplars"]["flagged"] + report["exemplars"].get("flagged_transfer", 0):
+        log.warning("%d few-shot exemplar(s) of prompt %s overlap an evaluation split: see %s", exemplars, main.cfg.prompt, path / "exemplars.jsonl")
+    flagged = {row["id"] for line in open(path / "train.jsonl", encoding="utf-8") if (row := json.loads(line))["group"] == "dataset"}
+    if report["train"].get("flagged_transfer"):
+        log.warning("%d of %d train problems overlap the transfer set %s: counted and listed in %s, not dropped (evaluation only)",
+                    report["train"]["flagged_transfer"], report["train"]["checked"], data.transfer.name, path)
+    if flagged:
+        log.warning("%d of %d train problems overlap an evaluation split (%s): %s; listed in %s", len(flagged),
+                    report["train"]["checked"], f"{d.ngram}-gram", "dropped" if d.drop else "kept (decontaminate.drop=false)", path)
+    if flagged and d.drop:
+        if len(flagged) == len(main.splits["train"]):
+            raise ConfigError(
+                f"decontaminate: every one of the {len(flagged)} train problems of {main.name} overlaps an evaluation split at"
+                f" ngram={d.ngram}, min_coverage={d.min_coverage} (listed in {path / 'train.jsonl'}); raise decontaminate.ngram"
+                " or decontaminate.min_coverage, or set decontaminate.drop=false"
+            )
+        main = replace(main, splits={**main.splits, "train": [p for p in main.splits["train"] if p.id not in flagged]})
+    return replace(data, main=main, decontamination=path)
+
+
 def plan(ctx: RunContext, inputs: Inputs) -> Datasets:
-    return Datasets(load(ctx, "dataset"), load(ctx, "transfer") if ctx.cfg.transfer is not None else None)
+    data = Datasets(load(ctx, "dataset"), load(ctx, "transfer") if ctx.cfg.transfer is not None else None)
+    return decontaminate(ctx, data)
 
 
 def section(dataset: Dataset) -> dict[str, Any]:
@@ -88,13 +171,18 @@ def build(ctx: RunContext, inputs: Inputs, data: Datasets) -> dict[str, Any]:
     out = section(data.main)
     if data.transfer is not None:
         out["transfer"] = section(data.transfer)
+    if data.decontamination is not None:
+        report = json.loads((data.decontamination / "report.json").read_text())
+        dropped = report["train"]["flagged"] if ctx.cfg.decontaminate.drop else 0
+        out["decontamination"] = report | {"drop": ctx.cfg.decontaminate.drop, "dropped": dropped, "dir": str(data.decontamination)}
     return {"dataset": out}
 
 
 STAGE = Stage(
     name="dataset",
     needs=(),
-    output="the problems of each split, and of the transfer set: `<cache>/dataset/<key>/{train,validation,test}.jsonl`",
+    output="the problems of each split, and of the transfer set: `<cache>/dataset/<key>/{train,validation,test}.jsonl`;"
+    " train problems and exemplars overlapping an evaluation split: `<cache>/dataset/<key>/`",
     plan=plan,
     build=build,
 )

@@ -50,8 +50,10 @@ class Scores:
         group: str = "dataset",
         attn_implementation: str | None = None,
         few_shot: bool = False,
+        chat: bool = False,
     ) -> dict[str, Any]:
-        """A model's scores on a split of the dataset, or (``group="transfer"``) of the transfer set."""
+        """A model's scores on a split of the dataset, or (``group="transfer"``) of the transfer set;
+        ``chat``: prompted in its chat template (a ``trainer.format=chat`` finetune)."""
         evaluator = self.evaluators[group]
         dataset: Dataset = evaluator.dataset
         split = split or ("test" if group == "transfer" else self.ctx.cfg.evaluator.split)
@@ -68,23 +70,27 @@ class Scores:
             payload["attn_implementation"] = attn_implementation
         if few_shot:  # as above: zero-shot keys stay as they were
             payload["few_shot"] = True
+        if chat:  # as above
+            payload["chat"] = True
 
         def build(out: Path) -> None:
-            result = evaluator.score(model_path, model_id, out, split, attn_implementation, few_shot)
+            result = evaluator.score(model_path, model_id, out, split, attn_implementation, few_shot, chat)
             (out / "result.json").write_text(json.dumps(result, indent=1))
 
         path = self.ctx.cache.get_or_build("evaluate", payload, build, label=label)
         return json.loads((path / "result.json").read_text()) | {"dir": str(path)}  # samples.jsonl, verdicts.jsonl
 
     def scored(
-        self, label: str, model_path: str, model_id: str, attn_implementation: str | None = None, few_shot: bool = False
+        self, label: str, model_path: str, model_id: str, attn_implementation: str | None = None, few_shot: bool = False,
+        chat: bool = False,
     ) -> dict[str, Any]:
         """A model's test scores, with its scores on the transfer set (if any) under ``"transfer"``."""
-        result = self.evaluation(label, model_path, model_id, attn_implementation=attn_implementation, few_shot=few_shot)
+        result = self.evaluation(label, model_path, model_id, attn_implementation=attn_implementation, few_shot=few_shot, chat=chat)
         if "transfer" in self.evaluators:
             name = self.ctx.cfg.transfer.name
             transfer = self.evaluation(
-                f"{label} ({name})", model_path, model_id, group="transfer", attn_implementation=attn_implementation, few_shot=few_shot
+                f"{label} ({name})", model_path, model_id, group="transfer", attn_implementation=attn_implementation,
+                few_shot=few_shot, chat=chat,
             )
             result["transfer"] = {"name": name, **transfer}
         return result
@@ -114,6 +120,7 @@ class Scores:
                     f"trained@{run.path.name}/step-{c['step']}",
                     split="validation",
                     attn_implementation=run.payload["attn_implementation"],
+                    chat=run.payload["trainer"]["format"] == "chat",
                 )
                 scored.append(
                     {"step": c["step"], "path": str(folder), "validation_pass@1": result["pass@1"], "learning_rate": run.learning_rate}
@@ -149,7 +156,8 @@ def build(ctx: RunContext, inputs: Inputs, _: None) -> dict[str, Any]:
         run, selection = scores.selected(runs)
         best = selection["best"]
         result = scores.scored(
-            f"{target} on {arm} data", best["path"], f"trained@{run.path.name}/step-{best['step']}", run.payload["attn_implementation"]
+            f"{target} on {arm} data", best["path"], f"trained@{run.path.name}/step-{best['step']}", run.payload["attn_implementation"],
+            chat=run.payload["trainer"]["format"] == "chat",
         )
         arms[arm] = {"paradigm": cfg.setup.paradigm.get(arm), "checkpoint_selection": selection, **result}
     by_arm = {arm: r["pass@1"] for arm, r in arms.items()}

@@ -83,8 +83,8 @@ def trained(ctx: RunContext, models: Models, arm: str, filtered: dict[str, Filte
     return tuple(runs)
 
 
-def ensure(ctx: RunContext, run: Trained, filtered: dict[str, Filtered]) -> Trained:
-    """Build the arm's data and the finetune unless they exist."""
+def ensure_data(ctx: RunContext, run: Trained, filtered: dict[str, Filtered]) -> Path:
+    """Build the arm's SFT rows unless they exist (an arm the filter left empty fails here)."""
     setup = ctx.cfg.setup
 
     def build_data(out: Path) -> None:
@@ -97,7 +97,12 @@ def ensure(ctx: RunContext, run: Trained, filtered: dict[str, Filtered]) -> Trai
         counts = dict(sorted(Counter(row["source"] for row in data).items()))
         (out / "composition.json").write_text(json.dumps({"rows": len(data), "by_source": counts}))
 
-    data = ctx.cache.get_or_build("arm", arm_payload(ctx, run.arm, filtered), build_data, label=f"{run.arm} data")
+    return ctx.cache.get_or_build("arm", arm_payload(ctx, run.arm, filtered), build_data, label=f"{run.arm} data")
+
+
+def ensure(ctx: RunContext, run: Trained, filtered: dict[str, Filtered]) -> Trained:
+    """Build the arm's data and the finetune unless they exist."""
+    data = ensure_data(ctx, run, filtered)
 
     def build_model(out: Path) -> None:
         spec = TrainSpec(
@@ -109,7 +114,7 @@ def ensure(ctx: RunContext, run: Trained, filtered: dict[str, Filtered]) -> Trai
         )
         run_training(spec, log_path=out / "train.log")
 
-    label = f"{setup.target} on {run.arm} data (lr {run.learning_rate:g})"
+    label = f"{ctx.cfg.setup.target} on {run.arm} data (lr {run.learning_rate:g})"
     ctx.cache.get_or_build("train", run.payload, build_model, label=label, resumable=True)
     return run
 
@@ -134,6 +139,8 @@ def result(run: Trained) -> dict[str, Any]:
 
 def build(ctx: RunContext, inputs: Inputs, out: dict[str, tuple[Trained, ...]]) -> dict[str, Any]:
     """Each arm's finetune; with a learning-rate grid, the first rate's at the top and every rate's under ``grid``."""
+    for runs in out.values():  # every arm's rows first: an arm the filter left empty stops the stage before any finetune
+        ensure_data(ctx, runs[0], inputs["verify"])
     section = {}
     for arm, runs in out.items():
         rows = [result(ensure(ctx, run, inputs["verify"])) for run in runs]

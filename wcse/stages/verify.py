@@ -4,7 +4,9 @@ The verdicts always come from the ground truth (the data metrics need them); wha
 depends on ``verifier.method``: the correct samples (``answer``), the correct samples whose
 every step is right (``process``: exact in the toy world, the "steps" judge on real data), those
 an LLM judge accepts without seeing the ground truth (``judge``, label-free), or every sample
-(``none``).
+(``none``). Kept samples that overlap the dataset's validation or test split
+(:mod:`wcse.data.decontaminate`) are listed in ``decontaminated.jsonl`` and dropped
+(``decontaminate.drop``); those overlapping a transfer set are counted, not dropped.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from wcse.artifacts import digest
 from wcse.data import prompts
+from wcse.data.decontaminate import Index
 from wcse.errors import ConfigError
 from wcse.judging import run_judge
 from wcse.records import Sample, Verdict, read_jsonl, write_jsonl
@@ -46,6 +49,11 @@ class Filtered:
         with open(self.path / "sft.jsonl", encoding="utf-8") as fh:
             return [json.loads(line) for line in fh]
 
+    def decontaminated(self) -> int | None:
+        """Kept samples that overlapped an evaluation split (None: not checked)."""
+        path = self.path / "decontaminated.jsonl"
+        return sum(1 for _ in open(path, encoding="utf-8")) if path.is_file() else None
+
 
 def process_keep(verdicts: list[Verdict]) -> list[bool]:
     """The process filter: a right final answer and every step known right (unchecked is not kept)."""
@@ -66,6 +74,14 @@ def step_verdicts(ctx: RunContext, inputs: Inputs, samples: list[Sample], verdic
     return judge.steps(samples, verdicts, inputs["dataset"].main.by_id("train"), inputs["dataset"].main.id)
 
 
+def decontamination(ctx: RunContext) -> dict[str, Any] | None:
+    """How the kept samples are checked against the dataset's own evaluation splits, for the
+    cache key (the dataset is the samples'; None: not checked). A transfer set is not in it: its
+    overlaps are counted each run, never dropped, so adding one rebuilds nothing."""
+    d = ctx.cfg.decontaminate
+    return {"ngram": d.ngram, "min_coverage": d.min_coverage, "drop": d.drop} if d.enabled else None
+
+
 def payload(ctx: RunContext, samples: SampleSet, judge_identity: dict[str, Any] | None) -> dict[str, Any]:
     v = ctx.cfg.verifier
     return {
@@ -77,6 +93,7 @@ def payload(ctx: RunContext, samples: SampleSet, judge_identity: dict[str, Any] 
                 "timeout_s": v.timeout_s,
                 "judge": judge_identity if v.method == "judge" else None,
                 **({"keep_truncated": True} if v.keep_truncated else {}),  # absent by default: keys stay
+                "decontaminate": decontamination(ctx),
                 "v": 3,  # 3: SFT rows carry the sample index
             }
         )
@@ -118,11 +135,25 @@ def ensure(ctx: RunContext, inputs: Inputs, samples: SampleSet) -> Filtered:
             for s, k in zip(done, keep, strict=True)
             if k and (s.finished or v.keep_truncated)  # a cut-off solution is no SFT target
         ]
-        with open(out / "sft.jsonl", "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(row) + "\n" for row in kept)
+        if (d := ctx.cfg.decontaminate).enabled:
+            kept, flagged = decontaminated(kept, inputs["dataset"].index("dataset", d.ngram, d.min_coverage), d.drop)
+            write_rows(out / "decontaminated.jsonl", flagged)
+        write_rows(out / "sft.jsonl", kept)
 
     path = ctx.cache.get_or_build("verify", payload(ctx, samples, judge and judge.identity), build, label=samples.role)
     return Filtered(samples.role, path)
+
+
+def decontaminated(rows: list[dict[str, Any]], index: Index, drop: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the SFT rows to keep, those whose completion overlaps an evaluation item, with the match)."""
+    matches = [index.match(row["completion"]) for row in rows]
+    flagged = [row | {"against": m.against, "shared": m.text, "coverage": m.coverage} for row, m in zip(rows, matches, strict=True) if m]
+    return ([row for row, m in zip(rows, matches, strict=True) if m is None] if drop else rows), flagged
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 def kept_false_positives(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> Rate | None:
@@ -143,6 +174,8 @@ def missing(ctx: RunContext, out: dict[str, Filtered]) -> list[str]:
 
 
 def build(ctx: RunContext, inputs: Inputs, out: dict[str, Filtered]) -> dict[str, Any]:
+    d = ctx.cfg.decontaminate
+    transfer = inputs["dataset"].index("transfer", d.ngram, d.min_coverage) if d.enabled else None
     section: dict[str, Any] = {}
     for role, samples in inputs["sample"].sets.items():
         f = ensure(ctx, inputs, samples)
@@ -154,6 +187,8 @@ def build(ctx: RunContext, inputs: Inputs, out: dict[str, Filtered]) -> dict[str
             "kept_truncated": ctx.cfg.verifier.keep_truncated,
             "kept_for_training": len(rows := f.sft_rows()),
             "kept_false_positives": kept_false_positives(rows, verdicts),
+            "decontaminated": f.decontaminated(),
+            "decontaminated_transfer": None if transfer is None else sum(transfer.match(r["completion"]) is not None for r in rows),
             "status": dict(sorted(Counter(v.status for v in verdicts).items())),
         }
         judged = f.judged()

@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def pretrain_model(toy: Any, role: str, out: Path, evaluator: Evaluator) -> None
         "command": " ".join([Path(sys.executable).name, "-m", "wcse.main", *sys.argv[1:]]),
         "seed": toy.seed,
         "corpus_size": toy.corpus_size,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
         + ("cuda" if torch.cuda.is_available() else "cpu"),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},

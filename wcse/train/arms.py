@@ -25,6 +25,8 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 
+from wcse.errors import DataError
+
 _ARM_SOURCES = {
     "wc": ("wc",), "se": ("se",), "mix": ("wc", "se"), "wc_one": ("wc",), "se_one": ("se",), "mix_budget": ("wc", "se"),
 }
@@ -86,7 +88,10 @@ def build_arm(
         out = tagged[sources[0]]
     if not out:
         sizes = ", ".join(f"{source}: {len(rows[source])} rows" for source in sources)
-        raise ValueError(f"arm {arm!r} has no SFT rows ({sizes})")
+        raise DataError(
+            f"arm {arm!r} has no SFT rows ({sizes}): the filter kept none of the samples it reads; sample more"
+            " (budget), keep cut-off ones (verifier.keep_truncated=true) or filter label-free (verifier=none)"
+        )
     return out
 
 

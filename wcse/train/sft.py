@@ -33,6 +33,18 @@ def encode_example(
     return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
 
 
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
+    """``prompt`` as the user turn of the tokenizer's chat template, up to where the assistant
+    starts: the text a chat-format finetune (``trainer.format=chat``) is evaluated on, so it is
+    tested as it was trained. A BOS the template writes is left out when the tokenizer adds one
+    itself, so the text tokenizes to the ids :func:`encode_example` trains on (no double BOS)."""
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos) and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]:
+        text = text[len(bos) :]
+    return text
+
+
 def make_collator(
     tokenizer: PreTrainedTokenizerBase, *, packing: bool = False
 ) -> DataCollatorForSeq2Seq | DataCollatorWithFlattening:

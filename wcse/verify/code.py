@@ -190,18 +190,36 @@ def _shadowing_names(solution: str) -> list[str]:
     return sorted(name for name in defined if hasattr(builtins, name) or name in sys.stdlib_module_names)
 
 
+def problem_format(fmt: str, problem: Problem) -> str:
+    """The code format ``problem`` is judged in: the one of the tests it carries (MBPP's asserts in
+    ``meta["tests"]``, HumanEval's ``check`` in ``meta["test"]`` with its ``entry_point``), else ``fmt``.
+
+    A code dataset may train on one format and test on the other (``dataset=mbpp``: MBPP train and
+    validation, HumanEval test), and the evaluator grades every split in the dataset's format; a
+    HumanEval problem judged as MBPP would have no asserts, so every verdict would be ``error``.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown code format {fmt!r}; known formats: {list(FORMATS)}")
+    meta = problem.meta
+    if meta.get("tests"):
+        return "mbpp"
+    if meta.get("test") and meta.get("entry_point"):
+        return "humaneval"
+    return fmt
+
+
 def check(
     fmt: str, response: str, problem: Problem, limits: Limits | None = None
 ) -> tuple[bool, str | None, str]:
-    """Judge one response: (correct, extracted code, status).
+    """Judge one response: (correct, extracted code, status). ``fmt`` is a code format; the
+    problem's own tests decide which (:func:`problem_format`).
 
     status: "ok" (the tests ran to a verdict, pass or fail), "no_answer" (no code found), a
     sandbox status for code that was stopped ("timeout", "memory", "output_limit", "blocked"),
     or "error" (no verdict is possible: the problem has no tests, or the sandbox cannot start).
     All but "ok" with a pass count as wrong. The extracted code is cut to MAX_RECORDED_CHARS.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown code format {fmt!r}; known formats: {list(FORMATS)}")
+    fmt = problem_format(fmt, problem)
     code = extract_code(response)
     if code is None:
         return False, None, "no_answer"

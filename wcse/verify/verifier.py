@@ -1,5 +1,12 @@
 """Turn samples into verdicts: exact step checking in the toy world, answer checks on real data,
-test execution for code; in a pool of worker processes with a time limit per sample.
+test execution for code, IFEval's instruction checkers for instructions; in a pool of worker
+processes with a time limit per sample.
+
+An instruction (``oasst1``, ``ifeval``) is correct when the response follows every one of its
+verifiable instructions, IFEval's prompt-level strict verdict (:mod:`wcse.verify.ifeval`); an
+instruction without any (an OASST1 prompt) has no reference to check against: its verdicts are
+``no_reference``, never correct, so only a label-free filter (``verifier=none`` or ``judge``)
+keeps its samples.
 """
 
 from __future__ import annotations
@@ -11,13 +18,14 @@ from typing import Any
 
 from wcse.records import Problem, Sample, Verdict
 from wcse.toy import world
-from wcse.verify import answers, code
+from wcse.verify import answers, code, ifeval
 from wcse.verify.pool import Failure, map_with_timeout
 from wcse.verify.sandbox import DEFAULT_LIMITS
 
 ANSWER_FORMATS = ("gsm8k", "math", "functional_math")
 CODE_FORMATS = code.FORMATS
-FORMATS = ("toy_arith", *ANSWER_FORMATS, *CODE_FORMATS)
+INSTRUCTION_FORMATS = ("oasst1", "ifeval")
+FORMATS = ("toy_arith", *ANSWER_FORMATS, *CODE_FORMATS, *INSTRUCTION_FORMATS)
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,11 @@ def check_one(fmt: str, problem: Problem, text: str, mode: str) -> Check:
         return Check(*_reorder(answers.check(fmt, text, problem.answer, mode)))
     if fmt in CODE_FORMATS:
         return Check(*_reorder(code.check(fmt, text, problem)))
+    if fmt in INSTRUCTION_FORMATS:
+        if "instruction_id_list" not in problem.meta:
+            return Check(None, False, None, "no_reference")
+        record = ifeval.score_response(problem, text)
+        return Check(None, bool(record.follow_all_strict), None, "unscorable" if record.unscorable else "ok")
     raise ValueError(f"dataset format {fmt!r}: no verifier; known: {', '.join(FORMATS)}")
 
 
@@ -64,7 +77,7 @@ class Settings:
     chunk_size: int
 
 
-DEFAULT_SETTINGS = {fmt: Settings(10.0, 64) for fmt in ("toy_arith", *ANSWER_FORMATS)} | {
+DEFAULT_SETTINGS = {fmt: Settings(10.0, 64) for fmt in ("toy_arith", *ANSWER_FORMATS, *INSTRUCTION_FORMATS)} | {
     fmt: Settings(DEFAULT_LIMITS.timeout_s + 10.0, 1) for fmt in CODE_FORMATS
 }
 
