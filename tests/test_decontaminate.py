@@ -7,14 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import SHARED_DATA, compose_config, needs_data
 from wcse import runner
 from wcse.data import sources
 from wcse.data.decontaminate import Index, words
+from wcse.data.near_duplicates import Embedder, EmbeddingIndex, Near
 from wcse.errors import ConfigError
+from wcse.report.console import decontamination_line
+from wcse.settings import validate
 from wcse.stages.verify import decontaminated
 from wcse.toy import world
+from wcse.toy.ladder import SHIPPED
 
 TEST_QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -145,3 +150,58 @@ def test_kept_samples_overlapping_an_evaluation_split_are_listed_counted_and_dro
         kept, dropped = decontaminated(rows, index, drop=True)
         assert len(kept) == len(rows) - len(flagged) and all(index.match(row["completion"]) is None for row in kept)
         assert [row["against"] for row in dropped] == [row["against"] for row in flagged]
+
+
+TOY_ENCODER = SHIPPED / "wc"  # a real transformers folder: its embeddings mean nothing, their arithmetic is exact
+REPHRASED = (  # TEST_QUESTION in other words: no 13-gram in common
+    "In April, Natalia sold clips to 48 friends; in May she sold half that number. How many clips did she sell in total over the two months?"
+)
+
+
+def test_embeddings_do_not_depend_on_the_batch_and_the_threshold_is_inclusive() -> None:
+    texts = ["Tom has 3 apples.", TEST_QUESTION, "Weng earns $12 an hour for babysitting. How much did she earn for 50 minutes?"]
+    alone = torch.cat([Embedder(str(TOY_ENCODER), batch_size=1)([t]) for t in texts])
+    batched = Embedder(str(TOY_ENCODER), batch_size=2)(texts)  # padded to the longest of each pair
+    assert torch.allclose(alone, batched, atol=1e-5) and torch.allclose(batched.norm(dim=1), torch.ones(3))
+    embedder = Embedder(str(TOY_ENCODER))
+    index = EmbeddingIndex([(f"test/{i}", t) for i, t in enumerate(texts[1:])], embedder, threshold=0.0)
+    copy, other = index.nearest([TEST_QUESTION, texts[0]])
+    assert copy == Near("test/0", 1.0) and other.similarity < 1
+    at = EmbeddingIndex([(f"test/{i}", t) for i, t in enumerate(texts[1:])], embedder, threshold=other.similarity)
+    above = EmbeddingIndex([(f"test/{i}", t) for i, t in enumerate(texts[1:])], embedder, threshold=other.similarity + 1e-3)
+    assert at.match([texts[0]]) == [other] and above.match([texts[0]]) == [None]
+    assert EmbeddingIndex([], embedder, 0.9).match(texts) == [None, None, None]  # nothing to compare against
+
+
+def test_a_bad_threshold_or_encoder_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"decontaminate\.embedding\.threshold"):
+        EmbeddingIndex([], Embedder(str(TOY_ENCODER)), threshold=1.5)
+    cfg = compose_config(tmp_path, f"decontaminate.embedding.model={tmp_path / 'no-such-encoder'}")
+    with pytest.raises(ConfigError, match=r"decontaminate\.embedding\.model=.*no such folder"):
+        validate(cfg)
+
+
+@pytest.mark.slow
+def test_smollm2_embeddings_flag_a_rephrased_test_problem_the_ngram_check_misses(tmp_path: Path, smollm2: Path) -> None:
+    """A run on GSM8K-format files whose train split holds a rephrasing of a test problem: the
+    13-gram check passes it, SmolLM2's mean-pooled embeddings (0.96 against 0.87 for the nearest
+    unrelated problem, 0.91 for the nearest exemplar) flag and drop it at 0.95."""
+    assert Index([("test/0", TEST_QUESTION)], 13).match(REPHRASED) is None
+    data = gsm8k_files(
+        tmp_path / "data",
+        train=[f"Tom has {i} apples and buys {i + 1} more apples. How many apples does Tom have?" for i in range(6)] + [REPHRASED],
+        test=[TEST_QUESTION, "Weng earns $12 an hour for babysitting. How much did she earn for 50 minutes?"],
+    )
+    cfg = compose_config(
+        tmp_path, "dataset=gsm8k", f"paths.data_dir={data}", "dataset.validation=null", "dataset.train.exclude=[]", "stages=[dataset]",
+        f"decontaminate.embedding.model={smollm2}", "decontaminate.embedding.threshold=0.95",
+    )
+    summary = runner.run(cfg)
+    report = summary.dataset.decontamination
+    assert report.embedding.model == str(smollm2) and report.embedding.threshold == 0.95
+    assert (report.train.flagged, report.train.by_embedding, report.dropped) == (1, 1, 1)
+    assert (report.exemplars.checked, report.exemplars.flagged, report.exemplars.by_embedding) == (8, 0, 0)
+    assert summary.dataset.splits["train"].n == 6
+    (row,) = [json.loads(line) for line in open(Path(report.dir) / "train.jsonl")]
+    assert row["id"] == "gsm8k-train-6" and row["against"].endswith("gsm8k-test-0") and 0.95 <= row["similarity"] < 1
+    assert "1 by similarity alone" in decontamination_line(summary)

@@ -237,6 +237,17 @@ class ToyConfig:
 
 
 @dataclass
+class EmbeddingConfig:
+    """The optional second decontamination check: cosine similarity of encoder embeddings
+    (wcse.data.near_duplicates), which sees rephrased copies an n-gram misses."""
+
+    model: str | None = None  # an AutoModel folder or hub id (e.g. sentence-transformers/all-MiniLM-L6-v2); None: n-gram only
+    threshold: float = bounded(0.9, ge=-1, le=1)  # flag at this cosine similarity or above (the model's scale: calibrate it)
+    batch_size: int = bounded(32, ge=1)
+    max_length: int = bounded(256, ge=8)  # tokens per text
+
+
+@dataclass
 class DecontaminateConfig:
     """Word n-gram overlap of train problems, few-shot exemplars and kept samples with every
     evaluation split of the run (wcse.data.decontaminate)."""
@@ -245,6 +256,7 @@ class DecontaminateConfig:
     ngram: int = bounded(13, ge=1)  # GPT-3's decontamination n (open-r1 uses 8)
     min_coverage: float = bounded(0.0, ge=0, le=1)  # flag an item when this share of its words is in shared n-grams (0: any one)
     drop: bool = True  # drop what overlaps (false: count and report it, train on it anyway)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
 
 
 @dataclass

@@ -75,6 +75,8 @@ def _cross_checks(cfg: Any) -> None:
             check_model_location(f"model_pair.{role}.path", spec.path)
         if spec.target is not None:
             check_model_location(f"model_pair.{role}.target", spec.target)
+    if cfg.decontaminate.embedding.model is not None:
+        check_model_location("decontaminate.embedding.model", cfg.decontaminate.embedding.model)
     if cfg.logger.backend not in ("none", "wandb") or cfg.logger.mode not in ("offline", "online", "disabled"):
         raise ConfigError(
             f"logger: backend={cfg.logger.backend!r} must be none or wandb, mode={cfg.logger.mode!r} offline, online or disabled"

@@ -50,6 +50,15 @@ class Overlap(Record):
     checked: int
     flagged: int  # share a word n-gram with a validation or test problem (or equal a short one)
     flagged_transfer: int | None = None  # with the transfer set's test problems: counted, never dropped
+    by_embedding: int | None = None  # of ``flagged``, those only embedding similarity saw (None: decontaminate.embedding off)
+    by_embedding_transfer: int | None = None  # of ``flagged_transfer``, likewise
+
+
+class SimilarityCheck(Record):
+    """The encoder and threshold of decontamination's embedding-similarity check."""
+
+    model: str
+    threshold: float
 
 
 class Decontamination(Record):
@@ -57,6 +66,7 @@ class Decontamination(Record):
 
     ngram: int
     min_coverage: float = 0.0
+    embedding: SimilarityCheck | None = None  # None: n-gram only
     evaluation_items: dict[str, int]  # "dataset": its validation and test problems; "transfer": the transfer set's test
     train: Overlap
     exemplars: Overlap

@@ -18,11 +18,14 @@ def decontamination_line(summary: RunSummary) -> str | None:
     if d is None:
         return None
     rule = f"{d.ngram}-gram" + (f", coverage >= {d.min_coverage:g}" if d.min_coverage else "")
+    if d.embedding is not None:
+        rule += f"; {d.embedding.model} similarity >= {d.embedding.threshold:g}"
     kept = summary.filter.models if summary.filter is not None else {}
     samples = ", ".join(f"{role.upper()} {c.decontaminated}" for role, c in kept.items() if c.decontaminated is not None)
     line = (
         f"decontamination ({rule}, against {d.evaluation_items['dataset']} validation and test problems):"
-        f" {d.train.flagged} of {d.train.checked} train problems {'dropped' if d.drop else 'flagged, kept'},"
+        f" {d.train.flagged} of {d.train.checked} train problems {'dropped' if d.drop else 'flagged, kept'}"
+        + (f" ({d.train.by_embedding} by similarity alone)," if d.train.by_embedding is not None else ",") +
         f" {d.exemplars.flagged} of {d.exemplars.checked} exemplars" + (f", kept samples {samples}" if samples else "")
     )
     if "transfer" in d.evaluation_items:

@@ -6,7 +6,9 @@ the artifact holds each split as JSONL under a key of the dataset's config and t
 local files it reads, so a changed data file is a new dataset. Decontamination
 (:mod:`wcse.data.decontaminate`) checks each train problem and few-shot exemplar against the
 dataset's validation and test splits, and against the transfer set's test split; what overlaps is
-listed in ``<cache>/dataset/<key>/``. What overlaps the dataset's own splits is dropped from the
+listed in ``<cache>/dataset/<key>/``. Where ``decontaminate.embedding.model`` names an encoder,
+train problems and exemplars are also flagged by embedding similarity
+(:mod:`wcse.data.near_duplicates`), which sees rephrased copies. What overlaps the dataset's own splits is dropped from the
 train split (``decontaminate.drop``); what overlaps only the transfer set, an evaluation-only set
 that may be added after training, is counted and listed, never dropped, so adding one retrains
 nothing. The dataset keeps its id: sample stores are keyed by problem, so dropping a problem
@@ -24,6 +26,7 @@ from typing import Any
 from wcse.artifacts import digest, file_sha256
 from wcse.data import prompts
 from wcse.data.decontaminate import Index
+from wcse.data.near_duplicates import Embedder, EmbeddingIndex
 from wcse.data.registry import SPLITS, load_problems, provenance
 from wcse.errors import ConfigError
 from wcse.records import Problem, read_jsonl, write_jsonl
@@ -70,7 +73,23 @@ class Datasets:
         d = self.main if group == "dataset" else self.transfer
         if d is None:
             return None
-        return Index(((f"{d.name} {split} {p.id}", p.question) for split in EVALUATION[group] for p in d.splits[split]), n, min_coverage)
+        return Index(evaluation_items(d, group), n, min_coverage)
+
+    def embedding_indexes(self, cfg: Any) -> dict[str, EmbeddingIndex]:
+        """The embeddings of the problems the run evaluates on, by group, under one encoder
+        (``decontaminate.embedding``)."""
+        embedder = Embedder(cfg.model, cfg.batch_size, cfg.max_length)
+        groups = {"dataset": self.main, "transfer": self.transfer}
+        return {
+            group: EmbeddingIndex(evaluation_items(d, group), embedder, cfg.threshold, desc=f"embed {d.name} evaluation problems")
+            for group, d in groups.items()
+            if d is not None
+        }
+
+
+def evaluation_items(d: Dataset, group: str) -> list[tuple[str, str]]:
+    """(name, question) of each problem ``d`` is evaluated on as ``group``."""
+    return [(f"{d.name} {split} {p.id}", p.question) for split in EVALUATION[group] for p in d.splits[split]]
 
 
 def content_key(cfg: Any) -> str:
@@ -110,13 +129,17 @@ def decontaminate(ctx: RunContext, data: Datasets) -> Datasets:
         "prompt": main.cfg.prompt,
         "ngram": d.ngram,
         "min_coverage": d.min_coverage,
+        **({"embedding": plain(d.embedding)} if d.embedding.model else {}),  # absent when off: keys stay
         "v": 2,
     }
 
     def build(out: Path) -> None:
         indexes = {group: index for group in EVALUATION if (index := data.index(group, d.ngram, d.min_coverage)) is not None}
+        near = data.embedding_indexes(d.embedding) if d.embedding.model else {}
         checked = {"train": main.splits["train"], "exemplars": list(prompts.template(main.cfg.prompt).exemplars)}
         report: dict[str, Any] = {"ngram": d.ngram, "min_coverage": d.min_coverage, "evaluation_items": {g: i.size for g, i in indexes.items()}}
+        if near:
+            report["embedding"] = {"model": d.embedding.model, "threshold": d.embedding.threshold}
         for name, problems in checked.items():
             flagged = [
                 {"id": p.id, "group": group, "against": m.against, "shared": m.text, "coverage": m.coverage}
@@ -124,12 +147,22 @@ def decontaminate(ctx: RunContext, data: Datasets) -> Datasets:
                 for group, index in indexes.items()
                 if (m := index.match(p.question))
             ]
+            by_embedding: dict[str, int] = {}
+            for group, index in near.items():  # what only a rephrasing check sees: not already flagged by n-gram
+                seen = {f["id"] for f in flagged if f["group"] == group}
+                matches = index.match([p.question for p in problems], desc=f"embed {name} vs {group}")
+                rows = [{"id": p.id, "group": group, "against": m.against, "similarity": m.similarity}
+                        for p, m in zip(problems, matches, strict=True) if m is not None and p.id not in seen]
+                flagged += rows
+                by_embedding[group] = len(rows)
             with open(out / f"{name}.jsonl", "w", encoding="utf-8") as fh:
                 fh.writelines(json.dumps(row) + "\n" for row in flagged)
-            report[name] = {"checked": len(problems)} | {
-                f"flagged{'' if group == 'dataset' else '_transfer'}": len({f["id"] for f in flagged if f["group"] == group})
-                for group in indexes
-            }
+            suffix = {"dataset": "", "transfer": "_transfer"}
+            report[name] = (
+                {"checked": len(problems)}
+                | {f"flagged{suffix[group]}": len({f["id"] for f in flagged if f["group"] == group}) for group in indexes}
+                | {f"by_embedding{suffix[group]}": n for group, n in by_embedding.items()}
+            )
         (out / "report.json").write_text(json.dumps(report, indent=1))
 
     path = ctx.cache.get_or_build("dataset", {"decontaminate": payload}, build, label=f"decontaminate {main.name}")
@@ -142,7 +175,7 @@ def decontaminate(ctx: RunContext, data: Datasets) -> Datasets:
                     report["train"]["flagged_transfer"], report["train"]["checked"], data.transfer.name, path)
     if flagged:
         log.warning("%d of %d train problems overlap an evaluation split (%s): %s; listed in %s", len(flagged),
-                    report["train"]["checked"], f"{d.ngram}-gram", "dropped" if d.drop else "kept (decontaminate.drop=false)", path)
+                    report["train"]["checked"], rule(d), "dropped" if d.drop else "kept (decontaminate.drop=false)", path)
     if flagged and d.drop:
         if len(flagged) == len(main.splits["train"]):
             raise ConfigError(
@@ -152,6 +185,11 @@ def decontaminate(ctx: RunContext, data: Datasets) -> Datasets:
             )
         main = replace(main, splits={**main.splits, "train": [p for p in main.splits["train"] if p.id not in flagged]})
     return replace(data, main=main, decontamination=path)
+
+
+def rule(d: Any) -> str:
+    """The decontamination rule in words, for logs."""
+    return f"{d.ngram}-gram" + (f" or {d.embedding.model} similarity >= {d.embedding.threshold:g}" if d.embedding.model else "")
 
 
 def plan(ctx: RunContext, inputs: Inputs) -> Datasets:
