@@ -14,12 +14,14 @@ import pytest
 
 from wcse.artifacts import digest
 from wcse.label import cohen_kappa, main, read_labels, report
-from wcse.records import Problem, Sample, Verdict, write_jsonl
+from wcse.records import Problem, Sample, StepJudgement, Verdict, write_jsonl
 from wcse.sampling.store import SampleStore
 from wcse.summary import (
     ArtifactEvent,
     Budget,
+    DataMetrics,
     DatasetSection,
+    Rate,
     RunInfo,
     RunSummary,
     SamplingCost,
@@ -38,13 +40,18 @@ def correct(role: str, i: int, j: int) -> bool:
 
 
 def steps(role: str, i: int, j: int) -> bool | None:
-    """The exact checker's verdict; None (nothing checked it) for one se sample."""
-    return None if (role, i) == ("se", 1) else (i * j) % 4 != 1
+    """The exact checker's verdict; None (nothing checked it) for two se problems' samples."""
+    return None if role == "se" and i in (1, 2) else (i * j) % 4 != 1
 
 
-def make_run(root: Path) -> Path:
+STEPS_JUDGE = "smollm2@0123abcd"
+JUDGED = {"se|p1|0": False}  # the steps judge's verdicts where the exact checker gave none (se|p2|0: not judged)
+
+
+def make_run(root: Path, judged: bool = False) -> Path:
     """A run directory whose summary points at a hand-built cache: a dataset artifact (beside a
-    transfer set's), each role's sample store and verify artifact."""
+    transfer set's), each role's sample store and verify artifact; ``judged``: and the se
+    role's steps-judge table, as the metrics stage writes it."""
     cache = root / "cache"
     problems = [Problem(id=f"p{i}", question=f"Tom has {i} apples . He buys 1 more . How many ?", answer=str(i + 1)) for i in range(6)]
     train = cache / "dataset" / digest({"key": DATASET_KEY})
@@ -79,6 +86,15 @@ def make_run(root: Path) -> Path:
             samples_per_problem=n, store=str(cache / "samples" / role), samples=len(samples), prompt_tokens=0,
             generated_tokens=0, flops=None, dollars=None, truncation_rate=0.0,
         )
+    data = {}
+    if judged:
+        table = root / "run" / "metrics" / "se.steps_judged.jsonl"
+        write_jsonl(table, [StepJudgement(key, verdict, STEPS_JUDGE) for key, verdict in JUDGED.items()])
+        data["se"] = DataMetrics(
+            k=2, n_problems=6, n_samples=12, n_correct=6, accuracy=0.5, coverage=1.0, diversity=1.0, diversity_by_rule={},
+            fpr=Rate.of(1, 1), coverage_curve={}, per_level={}, per_subject={}, per_problem_table=str(table.with_name("se.problems.jsonl")),
+            steps_judged_table=str(table),
+        )
     summary = RunSummary(
         run=RunInfo(model_pair="toy", dataset="toy_arith", setup="kd", budget="low", seed=0, run_dir=str(root / "run"),
                     cache_dir=str(cache), stages=["dataset", "sample", "verify"]),
@@ -87,9 +103,10 @@ def make_run(root: Path) -> Path:
             budget=Budget(se_samples=2, wc_samples=4, mode="flops", nominal_ratio=2.0, realised_ratio=2.0),
             models=models, realised_flops_ratio_wc_over_se=None, realised_dollar_ratio_wc_over_se=None,
         ),
+        data=data or None,
         artifacts=events,
     )
-    (root / "run").mkdir()
+    (root / "run").mkdir(exist_ok=True)
     summary.write(root / "run" / "summary.json")
     return root / "run"
 
@@ -129,6 +146,31 @@ def test_export_draws_a_seeded_sample_of_correct_solutions_per_role(tmp_path: Pa
     everything = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
     assert sum(r["role"] == "wc" for r in everything) == len(pool)  # fewer correct than asked: all of them
     assert all(r["human_steps_correct"] is None for r in everything)
+
+
+def test_the_steps_judges_verdicts_fill_the_judge_column_where_no_exact_checker_did(tmp_path: Path) -> None:
+    """Real data's judge column: the metrics stage's steps-judge table, by sample key; with
+    --judged-only, only solutions something gave a verdict are drawn."""
+    run = make_run(tmp_path, judged=True)
+    assert main(["export", str(run), "--per-model", "50", "--out", str(tmp_path / "all.csv")]) == 0
+    se = {r["key"]: r for r in read_csv(tmp_path / "all.csv") if r["role"] == "se"}
+    assert (se["se|p1|0"]["judge"], se["se|p1|0"]["judge_steps_correct"]) == (STEPS_JUDGE, "false")
+    assert (se["se|p2|0"]["judge"], se["se|p2|0"]["judge_steps_correct"]) == ("", "")  # neither checked it
+    assert se["se|p0|0"]["judge"] == "exact"
+    assert main(["export", str(run), "--per-model", "50", "--judged-only", "--out", str(tmp_path / "judged.csv")]) == 0
+    rows = read_csv(tmp_path / "judged.csv")
+    assert {r["key"] for r in rows if r["role"] == "se"} == set(se) - {"se|p2|0"}
+    assert all(r["judge_steps_correct"] in ("true", "false") for r in rows)
+    for r in rows:  # the annotator agrees with every verdict
+        r["human_steps_correct"] = r["judge_steps_correct"]
+    with open(tmp_path / "labelled.csv", "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main(["import", str(tmp_path / "labelled.csv"), "--out", str(tmp_path / "report.json")]) == 0
+    by_role = json.loads((tmp_path / "report.json").read_text())["roles"]
+    assert by_role["se"]["judges"] == ["exact", STEPS_JUDGE] and by_role["se"]["agreement"]["accuracy"] == 1.0
+    assert by_role["se"]["agreement"]["n"] == by_role["se"]["labelled"] == len(se) - 1
 
 
 def test_the_exported_file_round_trips_through_labelling_and_import(tmp_path: Path) -> None:

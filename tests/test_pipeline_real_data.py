@@ -17,7 +17,7 @@ from tests.conftest import SHARED_DATA, compose_config
 from wcse import runner
 from wcse.artifacts import MissingArtifact
 from wcse.metrics import ProblemMetrics
-from wcse.records import Problem, read_jsonl
+from wcse.records import Problem, StepJudgement, read_jsonl
 from wcse.sampling.store import SampleStore
 from wcse.settings import validate
 
@@ -140,6 +140,9 @@ def test_a_steps_judge_gives_the_fpr_and_is_asked_only_once(tmp_path: Path) -> N
     assert len(SampleStore(stores[0]).keys()) == 10  # 5 correct samples per arm, of 6 (SE) and 12 (WC)
     # the toy model writes no verdict line: every reply is unparsable, so no FPR evidence
     assert data["wc"].fpr.n == 0 == data["se"].fpr.n
+    for role in ("wc", "se"):  # the judge's verdicts, by sample key, for the label export: none parsed
+        table = Path(data[role].steps_judged_table)
+        assert table == tmp_path / "run" / "metrics" / f"{role}.steps_judged.jsonl" and table.read_text() == ""
     shards = sorted(SampleStore(stores[0]).shards())
     runner.run(cfg)
     assert sorted(SampleStore(stores[0]).shards()) == shards  # judged once, reused after
@@ -179,4 +182,6 @@ def test_smollm2_as_label_free_judge_and_as_fpr_judge(tmp_path: Path, smollm2: P
     data = runner.run(cfg).data
     for role in ("wc", "se"):
         assert data[role].fpr.n <= 3
+        judged = list(read_jsonl(Path(data[role].steps_judged_table), StepJudgement))
+        assert len(judged) == data[role].fpr.n and sum(not j.steps_correct for j in judged) == round((data[role].fpr.value or 0) * len(judged))
     print({role: data[role].fpr for role in ("wc", "se")})

@@ -10,8 +10,11 @@ scores it::
 ``export`` finds the run's artifacts through ``RUN_DIR/summary.json``: the dataset and verify
 artifacts from the events in its ``artifacts`` list, each role's sample store from its
 ``sampling`` section (``--cache-dir`` re-roots them when the cache moved). ``judge_steps_correct``
-is the verdict's ``steps_correct``: the verify artifact's verdicts come from the ground-truth
-verifier, so it is the exact step checker's (toy world) and blank where none exists.
+is the exact step checker's verdict where one exists (the toy world, column ``judge`` "exact"),
+else the run's steps judge's (real data with ``verifier.judge`` set: the metrics stage lists its
+verdicts in ``metrics/<role>.steps_judged.jsonl``; column ``judge`` names it), else blank. The
+judge checks a seeded subset of correct samples (``verifier.judge.max_samples``);
+``--judged-only`` draws from that subset, so every labelled item is compared with the judge.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from wcse.artifacts import digest
-from wcse.records import Problem, Verdict, json_lines, read_jsonl, write_jsonl
+from wcse.records import Problem, StepJudgement, Verdict, json_lines, read_jsonl, write_jsonl
 from wcse.sampling.store import SampleStore
 from wcse.summary import LabelsSection, Rate, RunSummary
 
@@ -50,7 +53,7 @@ class LabelRow:
     extracted_answer: str | None
     solution: str  # the sample's response: what was graded and would be trained on
     human_steps_correct: bool | None  # the annotator's: every reasoning step right?
-    judge: str  # what filled judge_steps_correct: "exact" (the step checker) or "" (nothing)
+    judge: str  # what filled judge_steps_correct: "exact" (the step checker), the steps judge's name@fingerprint, or ""
     judge_steps_correct: bool | None
 
 
@@ -61,6 +64,7 @@ class RunFiles:
     train: Path  # the dataset artifact's train.jsonl
     verdicts: dict[str, Path]  # by sampler role
     stores: dict[str, Path]  # by sampler role
+    judged: dict[str, Path]  # the steps judge's verdicts, by sampler role (roles it did not judge are absent)
 
 
 def locate(summary_path: Path, cache_dir: Path | None = None) -> RunFiles:
@@ -94,23 +98,38 @@ def locate(summary_path: Path, cache_dir: Path | None = None) -> RunFiles:
     datasets = {e.path for e in summary.artifacts if e.stage == "dataset" and Path(e.path).name == dataset_dir}
     if len(datasets) != 1:
         raise ValueError(f"{summary_path}: {len(datasets)} dataset artifact events for {summary.dataset.id}, need one")
-    verdicts, stores = {}, {}
+    verdicts, stores, judged = {}, {}, {}
     for role, cost in summary.sampling.models.items():
         paths = {e.path for e in summary.artifacts if e.stage == "verify" and e.label == role}
         if len(paths) != 1:
             raise ValueError(f"{summary_path}: {len(paths)} verify artifact events for role {role!r}, need one (run the verify stage)")
         verdicts[role] = found(moved(paths.pop()) / "verdicts.jsonl", f"the verdicts of {role}")
         stores[role] = found(moved(cost.store), f"the sample store of {role}")
-    return RunFiles(found(moved(datasets.pop()) / "train.jsonl", "the train problems"), verdicts, stores)
+        data = (summary.data or {}).get(role)
+        if data is not None and data.steps_judged_table is not None:
+            judged[role] = found(Path(data.steps_judged_table), f"the steps judge's verdicts of {role}")
+    return RunFiles(found(moved(datasets.pop()) / "train.jsonl", "the train problems"), verdicts, stores, judged)
 
 
-def draw(files: RunFiles, per_model: int, seed: int) -> list[LabelRow]:
+def checked(v: Verdict, judged: dict[str, StepJudgement]) -> tuple[str, bool | None]:
+    """What gave a sample's steps their verdict ("exact", the steps judge, or "") and the verdict."""
+    if v.steps_correct is not None:
+        return "exact", v.steps_correct
+    j = judged.get(v.key)
+    return ("", None) if j is None else (j.judge, j.steps_correct)
+
+
+def draw(files: RunFiles, per_model: int, seed: int, judged_only: bool = False) -> list[LabelRow]:
     """Up to ``per_model`` correct solutions per role, drawn with ``Random(f"label:{seed}:{role}")``
-    from the role's correct verdicts sorted by key, so the draw depends on nothing but the data."""
+    from the role's correct verdicts sorted by key, so the draw depends on nothing but the data
+    (``judged_only``: from those an exact checker or the steps judge gave a verdict)."""
     problems = {p.id: p for p in read_jsonl(files.train, Problem)}
     rows = []
     for role, path in files.verdicts.items():
+        judged = {j.key: j for j in read_jsonl(files.judged[role], StepJudgement)} if role in files.judged else {}
         correct = sorted((v for v in read_jsonl(path, Verdict) if v.correct), key=lambda v: v.key)
+        if judged_only:
+            correct = [v for v in correct if checked(v, judged)[1] is not None]
         chosen = random.Random(f"label:{seed}:{role}").sample(correct, min(per_model, len(correct)))
         try:
             samples = SampleStore(files.stores[role]).select([v.key for v in chosen])
@@ -120,12 +139,12 @@ def draw(files: RunFiles, per_model: int, seed: int) -> list[LabelRow]:
             if v.problem_id not in problems:
                 raise ValueError(f"{path}: sample {v.key}: problem {v.problem_id!r} is not in {files.train}")
             problem = problems[v.problem_id]
+            kind, steps_correct = checked(v, judged)
             rows.append(
                 LabelRow(
                     role=role, key=v.key, problem_id=v.problem_id, problem=problem.question,
                     reference_answer=problem.answer, extracted_answer=v.extracted, solution=s.response,
-                    human_steps_correct=None, judge="" if v.steps_correct is None else "exact",
-                    judge_steps_correct=v.steps_correct,
+                    human_steps_correct=None, judge=kind, judge_steps_correct=steps_correct,
                 )
             )
     return rows
@@ -159,7 +178,7 @@ class Label:
     key: str
     human: bool | None  # None: not labelled (yet)
     judge: bool | None  # None: not judged
-    judge_kind: str  # what judged: "exact" (the step checker), "" (nothing)
+    judge_kind: str  # what judged: "exact" (the step checker), the steps judge's name@fingerprint, "" (nothing)
 
 
 def verdict(value: Any) -> bool | None:
@@ -313,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ex.add_argument("--out", type=Path, required=True, help="labels.csv or labels.jsonl")
     ex.add_argument("--cache-dir", type=Path, help="the run's cache, if it moved since the run")
     ex.add_argument("--force", action="store_true", help="overwrite --out (and any labels in it)")
+    ex.add_argument("--judged-only", action="store_true", help="draw only solutions the exact checker or the steps judge gave a verdict")
     im = commands.add_parser("import", help="score labelled solutions")
     im.add_argument("labels", type=Path)
     where = im.add_mutually_exclusive_group(required=True)
@@ -325,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--per-model must be at least 1, got {args.per_model}")
             if args.out.exists() and not args.force:
                 raise ValueError(f"{args.out}: exists (it may hold labels); pass --force to overwrite it")
-            rows = draw(locate(args.run_dir / "summary.json", args.cache_dir), args.per_model, args.seed)
+            rows = draw(locate(args.run_dir / "summary.json", args.cache_dir), args.per_model, args.seed, args.judged_only)
             write_rows(args.out, rows)
             counts = {role: sum(r.role == role for r in rows) for role in dict.fromkeys(r.role for r in rows)}
             print(f"{args.out}: {', '.join(f'{n} {role}' for role, n in counts.items()) or 'no'} solutions to label")

@@ -81,6 +81,16 @@ class Verdict:
     status: str  # ok (judged) / no_answer / unparsable / malformed / timeout / error; code: memory / output_limit / blocked
 
 
+@dataclass
+class StepJudgement:
+    """A steps judge's verdict on one correct sample's reasoning (metrics/<role>.steps_judged.jsonl),
+    read back beside human labels by ``python -m wcse.label``."""
+
+    key: str  # the sample's key
+    steps_correct: bool
+    judge: str  # the judge's name@fingerprint
+
+
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
     """``text`` before the stop string that completes first in it, and that string; else (text, None).
 

@@ -155,6 +155,7 @@ class DataMetrics(DataQuality):
     per_level: dict[str, DataQuality]
     per_subject: dict[str, DataQuality]
     per_problem_table: str  # <run_dir>/metrics/<role>.problems.jsonl
+    steps_judged_table: str | None = None  # <run_dir>/metrics/<role>.steps_judged.jsonl: the steps judge's verdicts (None: none ran)
 
 
 class Composition(Record):

@@ -242,7 +242,7 @@ def data_cells(runs: Sequence[RunRecord]) -> dict[DataKey, DataCell]:
     grouped: dict[DataKey, dict[str, RunRecord]] = defaultdict(dict)
     for run in runs:
         for role, m in (run.summary.data or {}).items():
-            content = m.model_dump_json(exclude={"per_problem_table"})  # where the table went differs per job
+            content = m.model_dump_json(exclude={"per_problem_table", "steps_judged_table"})  # where the tables went differs per job
             grouped[DataKey(run.model_pair, run.dataset, run.budget, run.variant, role)][content] = run
     cells = {}
     for key, found in grouped.items():
