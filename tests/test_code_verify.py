@@ -113,11 +113,13 @@ RUNAWAYS = {
 
 
 @pytest.mark.parametrize("shape", list(RUNAWAYS))
-def test_a_megabyte_response_extracts_in_well_under_a_second(shape: str) -> None:
+def test_a_megabyte_response_extracts_without_a_parse_per_line(shape: str) -> None:
     response, expected = RUNAWAYS[shape]
     started = time.process_time()  # CPU time: the machine may be shared
     assert extract_code(response) == expected
-    assert time.process_time() - started < 0.5
+    # A guard against the quadratic parse (minutes), not a speed target: the slowest shape takes
+    # 0.2 s of CPU here, and more on a loaded machine (once 0.5 s), so the bound is far from both.
+    assert time.process_time() - started < 10
 
 
 def _mbpp(code: str = "", tests: tuple[str, ...] = ("assert add(1, 2) == 3",), setup: str = "") -> Problem:

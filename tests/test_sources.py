@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED_DATA, compose_config
+from wcse.data import prompts
 from wcse.data.registry import load_problems, provenance
 from wcse.data.sources import FORMATS, load_split, seeded_subset, without
 from wcse.records import Problem
@@ -219,3 +220,17 @@ def test_functional_math_uses_math_rows_with_its_own_ids(tmp_path: Path) -> None
         subject="Algebra",
     )
     assert set(FORMATS) == {"gsm8k", "math", "mbpp", "humaneval", "functional_math", "oasst1", "ifeval"}
+
+
+@needs_data
+def test_mbpp_validation_holds_none_of_the_prompt_exemplars(tmp_path: Path) -> None:
+    """MBPP's validation is a seeded 100 of the file that also holds the 3-shot prompt's tasks:
+    ``exclude: [exemplars]`` keeps them out, so no checkpoint is chosen on problems its prompt solves."""
+    cfg = compose_config(tmp_path, "dataset=mbpp", f"paths.data_dir={SHARED_DATA}").dataset
+    exemplars = {e.id for e in prompts.template(cfg.prompt).exemplars}
+    splits = load_problems(cfg)
+    assert len(splits["validation"]) == 100 and not exemplars & {p.id for p in splits["validation"]}
+    assert exemplars <= {p.id for p in splits["train"]}  # training on them is no leak
+    assert provenance(cfg)["validation"].endswith("minus exemplars, seeded subset of 100 (seed 0)")
+    with_them = compose_config(tmp_path, "dataset=mbpp", f"paths.data_dir={SHARED_DATA}", "dataset.validation.exclude=[]").dataset
+    assert exemplars & {p.id for p in load_problems(with_them)["validation"]}  # the seeded 100 drew two of them

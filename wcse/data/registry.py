@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from wcse.data import sources
+from wcse.data import prompts, sources
 from wcse.records import Problem
 from wcse.toy import world
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
+EXEMPLARS = "exemplars"  # in a split's ``exclude``: the few-shot exemplars of the dataset's prompt
 
 
 def load_problems(cfg: Any) -> dict[str, list[Problem]]:
@@ -20,7 +21,9 @@ def load_problems(cfg: Any) -> dict[str, list[Problem]]:
     ``cfg`` is the ``dataset`` config group. Each split is read from its own source, less the
     splits it ``exclude``s, then cut to a seeded subset of ``size`` (the paper's MATH
     validation: 500 MATH test problems outside MATH-500; GSM8K's: 500 of train, which then
-    excludes them), so no two splits share a problem.
+    excludes them), so no two splits share a problem. ``exclude: [exemplars]`` also removes the
+    prompt's few-shot exemplars (MBPP's validation is drawn from the file that holds them), so no
+    model is scored on a problem its prompt solves.
     """
     if cfg.format == "toy_arith":
         toy = cfg.toy
@@ -47,9 +50,11 @@ def load_problems(cfg: Any) -> dict[str, list[Problem]]:
 def _excludes(cfg: Any, split: str) -> list[str]:
     source = cfg.get(split)
     excludes = [] if source is None else list(source.exclude)
-    bad = [e for e in excludes if e not in SPLITS or e == split]
+    bad = [e for e in excludes if e not in (*SPLITS, EXEMPLARS) or e == split]
     if bad:
-        raise ValueError(f"dataset {cfg.name}: {split}.exclude={excludes}: {bad} not another split of {list(SPLITS)}")
+        raise ValueError(
+            f"dataset {cfg.name}: {split}.exclude={excludes}: {bad} not another split of {list(SPLITS)} or {EXEMPLARS!r}"
+        )
     return excludes
 
 
@@ -58,7 +63,7 @@ def _order(cfg: Any) -> list[str]:
     order: list[str] = []
     pending = list(SPLITS)
     while pending:
-        ready = [s for s in pending if set(_excludes(cfg, s)) <= set(order)]
+        ready = [s for s in pending if set(_excludes(cfg, s)) - {EXEMPLARS} <= set(order)]
         if not ready:
             raise ValueError(f"dataset {cfg.name}: the `exclude` lists of {pending} form a cycle")
         order += ready
@@ -80,7 +85,7 @@ def _load(cfg: Any, split: str, done: dict[str, list[Problem]]) -> list[Problem]
         hub_split=source.hub_split,
     )
     for other in source.exclude:
-        problems = sources.without(problems, done[other])
+        problems = sources.without(problems, list(prompts.template(cfg.prompt).exemplars) if other == EXEMPLARS else done[other])
     if source.size is not None:
         try:
             problems = sources.seeded_subset(problems, source.size, cfg.seed)
