@@ -179,6 +179,8 @@ def test_a_bad_threshold_or_encoder_names_the_key(tmp_path: Path) -> None:
     cfg = compose_config(tmp_path, f"decontaminate.embedding.model={tmp_path / 'no-such-encoder'}")
     with pytest.raises(ConfigError, match=r"decontaminate\.embedding\.model=.*no such folder"):
         validate(cfg)
+    with pytest.raises(ConfigError, match=r"decontaminate\.embedding\.model='toy:wc': an encoder's folder or hub id"):
+        validate(compose_config(tmp_path, "decontaminate.embedding.model=toy:wc"))
 
 
 @pytest.mark.slow

@@ -75,8 +75,10 @@ def _cross_checks(cfg: Any) -> None:
             check_model_location(f"model_pair.{role}.path", spec.path)
         if spec.target is not None:
             check_model_location(f"model_pair.{role}.target", spec.target)
-    if cfg.decontaminate.embedding.model is not None:
-        check_model_location("decontaminate.embedding.model", cfg.decontaminate.embedding.model)
+    if (encoder := cfg.decontaminate.embedding.model) is not None:
+        if encoder.startswith(TOY_PREFIX):
+            raise ConfigError(f"decontaminate.embedding.model={encoder!r}: an encoder's folder or hub id, not a toy role")
+        check_model_location("decontaminate.embedding.model", encoder)
     if cfg.logger.backend not in ("none", "wandb") or cfg.logger.mode not in ("offline", "online", "disabled"):
         raise ConfigError(
             f"logger: backend={cfg.logger.backend!r} must be none or wandb, mode={cfg.logger.mode!r} offline, online or disabled"

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel
+
+from wcse.models import load_tokenizer, split_revision
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,12 @@ class Embedder:
     def __init__(self, model: str, batch_size: int = 32, max_length: int = 256) -> None:
         self.name, self.batch_size, self.max_length = model, batch_size, max_length
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        if self.tokenizer.pad_token is None:  # decoder LMs ship without one; padding is masked out anyway
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_tokenizer(model)  # decoder LMs ship without a pad token; padding is masked out anyway
         # Pads after the text: a causal LM's real tokens then keep their positions and never see a
         # pad, so a text embeds the same in any batch (left padding would shift its positions).
         self.tokenizer.padding_side = "right"
-        self.model = AutoModel.from_pretrained(model).to(self.device).eval()
+        repo, revision = split_revision(model)
+        self.model = AutoModel.from_pretrained(repo, revision=revision).to(self.device).eval()
 
     @torch.inference_mode()
     def __call__(self, texts: list[str], desc: str = "embed") -> torch.Tensor:

@@ -29,6 +29,7 @@ from wcse.data.decontaminate import Index
 from wcse.data.near_duplicates import Embedder, EmbeddingIndex
 from wcse.data.registry import SPLITS, load_problems, provenance
 from wcse.errors import ConfigError
+from wcse.models import fingerprint
 from wcse.records import Problem, read_jsonl, write_jsonl
 from wcse.stages.base import Inputs, RunContext, Stage, plain
 
@@ -129,7 +130,7 @@ def decontaminate(ctx: RunContext, data: Datasets) -> Datasets:
         "prompt": main.cfg.prompt,
         "ngram": d.ngram,
         "min_coverage": d.min_coverage,
-        **({"embedding": plain(d.embedding)} if d.embedding.model else {}),  # absent when off: keys stay
+        **({"embedding": plain(d.embedding) | {"weights": fingerprint(d.embedding.model)}} if d.embedding.model else {}),  # absent when off: keys stay
         "v": 2,
     }
 
