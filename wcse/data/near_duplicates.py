@@ -36,7 +36,7 @@ class Embedder:
     first GPU."""
 
     def __init__(self, model: str, batch_size: int = 32, max_length: int = 256) -> None:
-        self.name, self.batch_size, self.max_length = model, batch_size, max_length
+        self.batch_size, self.max_length = batch_size, max_length
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.tokenizer = load_tokenizer(model)  # decoder LMs ship without a pad token; padding is masked out anyway
         # Pads after the text: a causal LM's real tokens then keep their positions and never see a
@@ -68,12 +68,9 @@ class EmbeddingIndex:
         if not -1 <= threshold <= 1:
             raise ValueError(f"decontaminate.embedding.threshold must be a cosine similarity in [-1, 1], got {threshold}")
         self.embedder, self.threshold = embedder, threshold
-        self.names, texts = [], []
-        for name, text in items:
-            self.names.append(name)
-            texts.append(text)
-        self.size = len(texts)
-        self.vectors = embedder(texts, desc=desc) if texts else None
+        pairs = list(items)
+        self.names = [name for name, _ in pairs]
+        self.vectors = embedder([text for _, text in pairs], desc=desc) if pairs else None
 
     def nearest(self, texts: list[str], desc: str = "embed checked items") -> list[Near | None]:
         """Each text's most similar evaluation item (None: there are no evaluation items)."""
