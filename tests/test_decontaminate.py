@@ -165,12 +165,12 @@ def test_embeddings_do_not_depend_on_the_batch_and_the_threshold_is_inclusive() 
     assert torch.allclose(alone, batched, atol=1e-5) and torch.allclose(batched.norm(dim=1), torch.ones(3))
     embedder = Embedder(str(TOY_ENCODER))
     index = EmbeddingIndex([(f"test/{i}", t) for i, t in enumerate(texts[1:])], embedder, threshold=0.0)
-    copy, other = index.nearest([TEST_QUESTION, texts[0]])
+    copy, other = index.nearest(embedder([TEST_QUESTION, texts[0]]))
     assert copy == Near("test/0", 1.0) and other.similarity < 1
     at = EmbeddingIndex([(f"test/{i}", t) for i, t in enumerate(texts[1:])], embedder, threshold=other.similarity)
     above = EmbeddingIndex([(f"test/{i}", t) for i, t in enumerate(texts[1:])], embedder, threshold=other.similarity + 1e-3)
-    assert at.match([texts[0]]) == [other] and above.match([texts[0]]) == [None]
-    assert EmbeddingIndex([], embedder, 0.9).match(texts) == [None, None, None]  # nothing to compare against
+    assert at.match(embedder([texts[0]])) == [other] and above.match(embedder([texts[0]])) == [None]
+    assert EmbeddingIndex([], embedder, 0.9).match(embedder(texts)) == [None, None, None]  # nothing to compare against
 
 
 def test_a_bad_threshold_or_encoder_names_the_key(tmp_path: Path) -> None:

@@ -72,18 +72,17 @@ class EmbeddingIndex:
         self.names = [name for name, _ in pairs]
         self.vectors = embedder([text for _, text in pairs], desc=desc) if pairs else None
 
-    def nearest(self, texts: list[str], desc: str = "embed checked items") -> list[Near | None]:
-        """Each text's most similar evaluation item (None: there are no evaluation items)."""
-        if self.vectors is None or not texts:
-            return [None] * len(texts)
+    def nearest(self, queries: torch.Tensor) -> list[Near | None]:
+        """Each query embedding's most similar evaluation item (None: there are no evaluation
+        items). Queries are embedded by the caller, once for every index they are checked against."""
+        if self.vectors is None or not len(queries):
+            return [None] * len(queries)
         best: list[Near | None] = []
-        queries = self.embedder(texts, desc=desc)
-        for start in range(0, len(texts), 1024):  # a (1024 x evaluation items) block of similarities at a time
-            sims = queries[start : start + 1024] @ self.vectors.T
-            values, where = sims.max(dim=1)
+        for start in range(0, len(queries), 1024):  # a (1024 x evaluation items) block of similarities at a time
+            values, where = (queries[start : start + 1024] @ self.vectors.T).max(dim=1)
             best += [Near(self.names[i], round(v, 4)) for v, i in zip(values.tolist(), where.tolist(), strict=True)]
         return best
 
-    def match(self, texts: list[str], desc: str = "embed checked items") -> list[Near | None]:
-        """Each text's nearest evaluation item where their similarity reaches the threshold, else None."""
-        return [near if near is not None and near.similarity >= self.threshold else None for near in self.nearest(texts, desc)]
+    def match(self, queries: torch.Tensor) -> list[Near | None]:
+        """Each query's nearest evaluation item where their similarity reaches the threshold, else None."""
+        return [near if near is not None and near.similarity >= self.threshold else None for near in self.nearest(queries)]

@@ -149,9 +149,10 @@ def decontaminate(ctx: RunContext, data: Datasets) -> Datasets:
                 if (m := index.match(p.question))
             ]
             by_embedding: dict[str, int] = {}
+            queries = next(iter(near.values())).embedder([p.question for p in problems], desc=f"embed {name}") if near else None
             for group, index in near.items():  # what only a rephrasing check sees: not already flagged by n-gram
                 seen = {f["id"] for f in flagged if f["group"] == group}
-                matches = index.match([p.question for p in problems], desc=f"embed {name} vs {group}")
+                matches = index.match(queries)
                 rows = [{"id": p.id, "group": group, "against": m.against, "similarity": m.similarity}
                         for p, m in zip(problems, matches, strict=True) if m is not None and p.id not in seen]
                 flagged += rows
