@@ -27,7 +27,6 @@ from wcse.sampling.store import SampleRequest
 from wcse.stats import wilson_interval
 from wcse.summary import Rate
 from wcse.train.sft import chat_prompt
-from wcse.verify import ifeval
 from wcse.verify.verifier import verify_samples, verify_settings
 
 
@@ -174,6 +173,8 @@ class Evaluator:
         write_jsonl(out_dir / "verdicts.jsonl", verdicts)
         result = score(problems, verdicts, e.maj_ks)
         if any("instruction_id_list" in p.meta for p in problems):  # IFEval: its four accuracies beside pass@1
+            from wcse.verify import ifeval  # NLTK and SciPy only where there is an instruction to score
+
             records, result["ifeval"] = ifeval.score((by_id[s.problem_id], s.response) for s in samples)
             write_jsonl(out_dir / "ifeval.jsonl", records)
         return result

@@ -18,7 +18,7 @@ from typing import Any
 
 from wcse.records import Problem, Sample, Verdict
 from wcse.toy import world
-from wcse.verify import answers, code, ifeval
+from wcse.verify import answers, code
 from wcse.verify.pool import Failure, map_with_timeout
 from wcse.verify.sandbox import DEFAULT_LIMITS
 
@@ -54,6 +54,10 @@ def check_one(fmt: str, problem: Problem, text: str, mode: str) -> Check:
     if fmt in INSTRUCTION_FORMATS:
         if "instruction_id_list" not in problem.meta:
             return Check(None, False, None, "no_reference")
+        # Imported here: IFEval's checkers pull in NLTK, SciPy and datasets (~2.5 s), which every
+        # pool worker of every other format would otherwise import before its first item.
+        from wcse.verify import ifeval
+
         record = ifeval.score_response(problem, text)
         return Check(None, bool(record.follow_all_strict), None, "unscorable" if record.unscorable else "ok")
     raise ValueError(f"dataset format {fmt!r}: no verifier; known: {', '.join(FORMATS)}")
