@@ -67,7 +67,8 @@ def served(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @needs_data("oasst1/en-validation.jsonl", "ifeval/input_data.jsonl")
 def test_gemini_ifeval_runs_on_cpu_with_smollm2_standing_in(served: str, smollm2: Path, tmp_path: Path) -> None:
     cfg = compose_config(
-        tmp_path, "experiment=gemini_ifeval", "setup=self_improve", f"paths.data_dir={SHARED_DATA}",
+        # Both models sample and are filtered; one arm is finetuned and scored (SE's arm is the same path).
+        tmp_path, "experiment=gemini_ifeval", "setup=self_improve", "setup.arms=[wc]", f"paths.data_dir={SHARED_DATA}",
         f"sampler.base_url={served}", "sampler.max_new_tokens=48", "sampler.concurrency=8", "sampler.api_key_env=WCSE_UNSET",
         f"model_pair.wc.target={smollm2}", f"model_pair.se.target={smollm2}",
         "dataset.max_train=2", "trainer=cpu", "trainer.format=chat", "trainer.max_steps=3", "trainer.per_device_batch_size=8",

@@ -98,7 +98,7 @@ def test_the_toy_experiments_run_end_to_end(tiny, experiment: str) -> None:
     root, _ = tiny
     small = [  # toy_tiny's sizes, so the samples in the cache are reused
         "dataset.toy.n_train=40", "dataset.toy.n_validation=10", "dataset.toy.n_test=40", "trainer.max_steps=6",
-        "trainer.per_device_batch_size=8", "evaluator.baselines=[]",
+        "trainer.per_device_batch_size=8", "trainer.checkpoints=2", "evaluator.baselines=[]",
     ]
     extra = ["seed=1"] if experiment == "toy_grid" else []
     cfg = compose_config(root, f"experiment={experiment}", *small, *extra)

@@ -135,7 +135,7 @@ def test_the_assumptions_come_from_defaults_the_cluster_file_and_the_command_lin
 
 @pytest.fixture(scope="module")
 def math_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for both real-MATH plans: the decontaminated MATH dataset is built once (~30 s)."""
+    """One cache for both real-MATH plans: the decontaminated MATH dataset is built once."""
     return tmp_path_factory.mktemp("plan-cache")
 
 

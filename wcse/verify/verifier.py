@@ -18,7 +18,7 @@ from typing import Any
 
 from wcse.records import Problem, Sample, Verdict
 from wcse.toy import world
-from wcse.verify import answers, code
+from wcse.verify import code
 from wcse.verify.pool import Failure, map_with_timeout
 from wcse.verify.sandbox import DEFAULT_LIMITS
 
@@ -48,14 +48,16 @@ def check_one(fmt: str, problem: Problem, text: str, mode: str) -> Check:
         step_check = world.check_solution(text, problem.meta, problem.answer)
         return Check(step_check.extracted, step_check.answer_correct, step_check.steps_correct, step_check.status)
     if fmt in ANSWER_FORMATS:
+        from wcse.verify import answers  # math-verify and SymPy: ~0.5 s a worker that checks no answer skips
+
         return Check(*_reorder(answers.check(fmt, text, problem.answer, mode)))
     if fmt in CODE_FORMATS:
         return Check(*_reorder(code.check(fmt, text, problem)))
     if fmt in INSTRUCTION_FORMATS:
         if "instruction_id_list" not in problem.meta:
             return Check(None, False, None, "no_reference")
-        # Imported here: IFEval's checkers pull in NLTK, SciPy and datasets (~2.5 s), which every
-        # pool worker of every other format would otherwise import before its first item.
+        # Imported here, like answers above: IFEval's checkers pull in NLTK, SciPy and datasets
+        # (~2.5 s), which every pool worker of every other format would import before its first item.
         from wcse.verify import ifeval
 
         record = ifeval.score_response(problem, text)
@@ -101,6 +103,8 @@ def check_all(
     ``None`` settings take the format's defaults (DEFAULT_SETTINGS)."""
     if fmt not in FORMATS:
         raise ValueError(f"dataset format {fmt!r}: no verifier; known: {', '.join(FORMATS)}")
+    from wcse.verify import answers  # imported where it is used, as in check_one
+
     if mode not in answers.MODES:
         raise ValueError(f"verify mode {mode!r}: known modes are {list(answers.MODES)}")
     defaults = DEFAULT_SETTINGS[fmt]
