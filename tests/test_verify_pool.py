@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -53,3 +55,17 @@ def test_a_worker_slow_to_start_does_not_time_its_items_out(tmp_path, monkeypatc
 
     results = map_with_timeout(slow_import.square, list(range(6)), timeout_s=0.5, chunk_size=2, workers=2)
     assert results == [i * i for i in range(6)]
+
+
+@pytest.mark.parametrize(("fmt", "heavy"), [("toy_arith", {"math_verify", "nltk", "scipy"}), ("math", {"nltk", "scipy"})])
+def test_a_verifier_worker_imports_only_its_formats_checkers(fmt: str, heavy: set[str]) -> None:
+    """Every pool start pays its worker's imports: IFEval's checkers (NLTK, SciPy) cost ~2.5 s and
+    math-verify ~0.5 s, so a worker loads them only for a format that checks with them."""
+    probe = (
+        "import pickle, sys, functools; from wcse.verify import verifier; "
+        f"fn = functools.partial(verifier._check_item, {fmt!r}, 'lenient'); pickle.loads(pickle.dumps(fn)); "
+        "print(' '.join(sorted(m for m in sys.modules if '.' not in m)))"
+    )
+    loaded = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split())
+    assert "wcse" in loaded and not loaded & heavy
+
