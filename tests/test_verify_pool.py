@@ -68,4 +68,3 @@ def test_a_verifier_worker_imports_only_its_formats_checkers(fmt: str, heavy: se
     )
     loaded = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split())
     assert "wcse" in loaded and not loaded & heavy
-
